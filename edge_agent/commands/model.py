@@ -1,0 +1,143 @@
+"""`edge-agent inspect` and `edge-agent infer`: a model and inputs, no daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_agent.errors import InputError, ModelError
+from edge_agent.labels import align_labels, read_labels, top_k
+from edge_agent.preprocess import ImagePreprocessor
+from edge_agent.runtime import Model, TensorSpec
+
+NUMERIC_SUFFIXES = {".csv", ".txt"}
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=["auto", "litert", "tflite-runtime", "tensorflow"],
+        help="TFLite runtime (default: the first installed of litert, tflite-runtime, tensorflow)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="interpreter threads (default: cores)"
+    )
+    parser.add_argument("--delegate", default=None, help="delegate library, e.g. libedgetpu.so.1")
+
+
+def load_model(args: argparse.Namespace, path: str) -> Model:
+    return Model.load(path, runtime=args.runtime, num_threads=args.threads, delegate=args.delegate)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    model = load_model(args, args.model)
+    report = {
+        "model": str(args.model),
+        "size": model.size,
+        "sha256": model.sha256,
+        "runtime": model.runtime,
+        "inputs": [spec.as_dict() for spec in model.inputs],
+        "outputs": [spec.as_dict() for spec in model.outputs],
+    }
+    print(json.dumps(report, indent=2) if args.json else _inspect_table(report))
+    return 0
+
+
+def _inspect_table(report: dict[str, Any]) -> str:
+    lines = [
+        f"model    {report['model']}",
+        f"size     {report['size']} bytes",
+        f"sha256   {report['sha256']}",
+        f"runtime  {report['runtime']}",
+        "",
+        f"{'':7} {'name':32} {'shape':18} {'dtype':8} {'scale':>12} {'zero point':>10}",
+    ]
+    for kind in ("inputs", "outputs"):
+        for spec in report[kind]:
+            shape = "[" + ",".join(str(d) for d in spec["shape"]) + "]"
+            lines.append(
+                f"{kind[:-1]:7} {spec['name'][:32]:32} {shape:18} {spec['dtype']:8} "
+                f"{spec['scale']:>12.6g} {spec['zero_point']:>10}"
+            )
+    return "\n".join(lines)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    model = load_model(args, args.model)
+    labels = read_labels(args.labels) if args.labels else None
+    classifier = _classes(model)
+    if labels is not None or classifier:
+        names = align_labels(labels, classifier or _size(model.outputs[0]), args.labels or "labels")
+    failed = 0
+    for item in args.inputs:
+        try:
+            tensor = read_input(item, model.inputs[0], args.resize)
+            start = time.perf_counter()
+            outputs = model.infer(tensor)
+            latency = round((time.perf_counter() - start) * 1000.0, 3)
+        except InputError as exc:
+            print(f"edge-agent: {item}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        result: dict[str, Any] = {"input": item}
+        if labels is not None or classifier:
+            result["top_k"] = [vars(s) for s in top_k(outputs[0], names, args.top_k)]
+        else:
+            result["outputs"] = [np.round(o.astype(np.float64), 6).tolist() for o in outputs]
+        result["latency_ms"] = latency
+        print(json.dumps(result), flush=True)
+    return 4 if failed else 0
+
+
+def _size(spec: TensorSpec) -> int:
+    return int(np.prod(spec.shape))
+
+
+def _classes(model: Model) -> int:
+    """The class count of a classifier (one output of shape [1, N], N > 1), else 0."""
+    if len(model.outputs) != 1:
+        return 0
+    shape = model.outputs[0].shape
+    return shape[-1] if len(shape) == 2 and shape[0] == 1 and shape[-1] > 1 else 0
+
+
+def read_input(item: str, spec: TensorSpec, resize: str) -> np.ndarray:
+    """An image file, a .npy array, a text file of numbers, or numbers given inline."""
+    path = Path(item)
+    if not path.is_file():
+        return parse_numbers(item)
+    if path.suffix == ".npy":
+        try:
+            return np.asarray(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"not a readable .npy array: {exc}") from exc
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}") from exc
+    if path.suffix.lower() in NUMERIC_SUFFIXES:
+        return parse_numbers(data.decode("utf-8", errors="replace"))
+    try:
+        preprocessor = ImagePreprocessor(spec, resize=resize)  # type: ignore[arg-type]
+    except ModelError as exc:
+        raise InputError(f"looks like an image, but {exc}") from exc
+    return preprocessor.prepare(data)
+
+
+def parse_numbers(text: str) -> np.ndarray:
+    """Comma- (or whitespace-) separated finite floats."""
+    fields = text.replace(",", " ").split()
+    try:
+        values = np.array([float(f) for f in fields], dtype=np.float32)
+    except ValueError as exc:
+        raise InputError(f"not a file nor a list of numbers: {exc}") from exc
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise InputError("no numbers, or numbers that are not finite")
+    return values
