@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .broker import Mosquitto
 
 PROJECT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("EDGE_AGENT_FIXTURES", PROJECT.parent / "shared" / "fixtures"))
@@ -31,3 +34,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def runtime_name() -> str:
     """The backend under test: CI runs the runtime tests once per backend."""
     return os.environ.get("EDGE_AGENT_TEST_RUNTIME", "auto")
+
+
+@pytest.fixture
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A fresh mosquitto on a free port, stopped after the test."""
+    server = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    server.start()
+    yield server
+    server.stop()

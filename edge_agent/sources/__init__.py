@@ -1,0 +1,1 @@
+"""Input sources: cameras yield encoded frames, sensors yield sample windows."""
