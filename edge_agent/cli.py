@@ -1,22 +1,30 @@
-"""The `edge-agent` command line: parse, dispatch, and turn errors into exit codes."""
+"""The `edge-agent` command line: parse, dispatch, and turn errors into exit codes.
+
+Command modules are imported only when their command runs, so `edge-agent
+infer` does not pay for paho or the sources at start-up.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from edge_agent import __version__
-from edge_agent.commands import model as model_cmds
 from edge_agent.errors import ConfigError, EdgeAgentError, InputError, ModelError
-
-log = logging.getLogger(__name__)
 
 EXIT_FAILURE = 1
 EXIT_MODEL = 3
 EXIT_INPUT = 4
-EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; systemd units do not restart on it
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; the systemd unit does not restart on it
+
+DEFAULT_CONFIG = Path("/etc/edge-agent/config.toml")
+RUNTIMES = ["auto", "litert", "tflite-runtime", "tensorflow"]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -28,16 +36,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_model_commands(commands)
+    _add_daemon_commands(commands)
+    return parser
 
+
+def _handler(parser: argparse.ArgumentParser, target: str) -> None:
+    parser.set_defaults(handler=target)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--runtime",
+        default="auto",
+        choices=RUNTIMES,
+        help="TFLite runtime (default: the first installed, in this order)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="interpreter threads (default: all cores)"
+    )
+    parser.add_argument("--delegate", default=None, help="delegate library, e.g. libedgetpu.so.1")
+
+
+def _add_model_commands(commands: Any) -> None:
     inspect = commands.add_parser("inspect", help="show a model's inputs, outputs and checksum")
     inspect.add_argument("model", help="path to a .tflite model")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
-    model_cmds.add_model_options(inspect)
-    inspect.set_defaults(handler=model_cmds.cmd_inspect)
+    _add_model_options(inspect)
+    _handler(inspect, "model:cmd_inspect")
 
-    infer = commands.add_parser(
-        "infer", help="run a model on images or numbers, one JSON line each"
-    )
+    infer = commands.add_parser("infer", help="run a model on inputs, one JSON line each")
     infer.add_argument("--model", required=True, help="path to a .tflite model")
     infer.add_argument("--labels", help="labels file, one per line")
     infer.add_argument("--top-k", type=int, default=3, help="classes to show (default 3)")
@@ -45,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resize",
         choices=["stretch", "crop", "letterbox"],
         default="stretch",
-        help="fit images by stretching the whole frame (default), centre crop, or letterbox",
+        help="fit images by stretching the whole frame (default), crop or letterbox",
     )
     infer.add_argument(
         "inputs",
@@ -53,18 +81,52 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INPUT",
         help="image file, .npy file, text file of numbers, or numbers like 0.5,1.2",
     )
-    model_cmds.add_model_options(infer)
-    infer.set_defaults(handler=model_cmds.cmd_infer)
-    return parser
+    _add_model_options(infer)
+    _handler(infer, "model:cmd_infer")
+
+
+def _add_config_option(parser: argparse.ArgumentParser, positional: bool = False) -> None:
+    help_text = f"TOML config file (default: {DEFAULT_CONFIG})"
+    if positional:
+        parser.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG, help=help_text)
+    else:
+        parser.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG, help=help_text)
+
+
+def _add_daemon_commands(commands: Any) -> None:
+    run = commands.add_parser("run", help="run the daemon")
+    _add_config_option(run)
+    run.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="stop once every finite source (a glob of files, a file) is exhausted",
+    )
+    _handler(run, "daemon:cmd_run")
+
+    config = commands.add_parser("config", help="check the configuration or print its schema")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate and print the resolved config")
+    _add_config_option(check, positional=True)
+    _handler(check, "daemon:cmd_config_check")
+    schema = config_commands.add_parser("schema", help="print the JSON Schema of the config")
+    _handler(schema, "daemon:cmd_config_schema")
+
+    demo = commands.add_parser("demo", help="the whole pipeline on the bundled models")
+    demo.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="the bundled models/ directory (default: found beside the package)",
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the demo's temporary directory")
+    _handler(demo, "demo:cmd_demo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    handler: Handler = args.handler
+    _configure_logging(args.verbose)
+    module, name = args.handler.split(":")
+    handler: Handler = getattr(importlib.import_module(f"edge_agent.commands.{module}"), name)
     try:
         return handler(args)
     except ConfigError as exc:
@@ -77,6 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_FAILURE)
     except KeyboardInterrupt:
         return 130
+
+
+def _configure_logging(verbose: bool) -> None:
+    # Under systemd the journal adds its own timestamps.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format=f"{stamp}%(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _fail(exc: Exception, code: int) -> int:

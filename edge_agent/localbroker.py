@@ -1,4 +1,8 @@
-"""A real mosquitto for tests: started on a free port, killable and restartable."""
+"""A throwaway mosquitto on a free local port, for the demo and the tests.
+
+The tests kill, freeze and restart it to inject faults; the demo only starts
+and stops it.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,10 @@ def free_port() -> int:
 def mosquitto_binary() -> str:
     found = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not os.access(found, os.X_OK):
-        raise RuntimeError("mosquitto is not installed (./dev test installs it with apt-get)")
+        raise RuntimeError(
+            "mosquitto is not installed: apt-get install mosquitto "
+            "(./dev demo and ./dev test do it)"
+        )
     return found
 
 

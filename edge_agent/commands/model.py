@@ -19,19 +19,6 @@ from edge_agent.runtime import Model, TensorSpec
 NUMERIC_SUFFIXES = {".csv", ".txt"}
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--runtime",
-        default="auto",
-        choices=["auto", "litert", "tflite-runtime", "tensorflow"],
-        help="TFLite runtime (default: the first installed of litert, tflite-runtime, tensorflow)",
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="interpreter threads (default: cores)"
-    )
-    parser.add_argument("--delegate", default=None, help="delegate library, e.g. libedgetpu.so.1")
-
-
 def load_model(args: argparse.Namespace, path: str) -> Model:
     return Model.load(path, runtime=args.runtime, num_threads=args.threads, delegate=args.delegate)
 

@@ -1,0 +1,42 @@
+"""`edge-agent run` and `edge-agent config check|schema`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+from types import FrameType
+
+from edge_agent import settings as cfg
+from edge_agent.agent import Agent
+
+log = logging.getLogger(__name__)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = cfg.load_settings(args.config)
+    logging.getLogger().setLevel(settings.log_level.upper())
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    agent = Agent(settings)
+    agent.run(stop, until_done=args.exit_when_done)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    settings = cfg.load_settings(args.config)
+    print(json.dumps(cfg.redacted(settings), indent=2))
+    return 0
+
+
+def cmd_config_schema(_args: argparse.Namespace) -> int:
+    print(json.dumps(cfg.json_schema(), indent=2))
+    return 0

@@ -1,0 +1,224 @@
+"""One pipeline: source -> preprocess -> model -> policy -> MQTT, on its own thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_agent.errors import InputError, ModelError, PublishError
+from edge_agent.events import ModelInfo, Topics, encode, event_payload, new_event_id, utc_timestamp
+from edge_agent.logutil import RateLimitedLog
+from edge_agent.policy import Decision, Policy
+from edge_agent.preprocess import ImagePreprocessor, ResizeMode
+from edge_agent.runtime import Model
+from edge_agent.seqstore import SeqCounter
+from edge_agent.sources.base import Frame, Item, Source, SourceExhausted
+
+log = logging.getLogger(__name__)
+limited = RateLimitedLog(log)
+
+LATENCY_SAMPLES = 1000
+
+
+class MessageSink(Protocol):
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
+        """Send one message; raises PublishError if it cannot even be queued."""
+        ...
+
+
+@dataclass(frozen=True)
+class ImageOptions:
+    resize: ResizeMode = "stretch"
+    draft: bool = True
+    max_pixels: int = 40_000_000
+
+
+class PipelineStats:
+    """Counters for the state payload, telemetry and the demo summary."""
+
+    def __init__(self) -> None:
+        self.inferences = 0
+        self.input_errors = 0
+        self.model_errors = 0
+        self.events = 0
+        self.bytes_out = 0
+        self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+
+    def latency_percentiles(self) -> dict[str, float]:
+        if not self.latencies_ms:
+            return {}
+        values = np.percentile(np.fromiter(self.latencies_ms, float), [50, 95, 99])
+        return {f"p{q}": round(float(v), 2) for q, v in zip((50, 95, 99), values, strict=True)}
+
+
+class Pipeline:
+    """`run` is the thread body; it returns when `stop` is set or the source ends."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        source: Source,
+        model: Model,
+        model_info: ModelInfo,
+        policy: Policy,
+        sink: MessageSink,
+        topics: Topics,
+        seq: SeqCounter,
+        qos: int = 1,
+        image: ImageOptions | None = None,
+    ) -> None:
+        """`image` options make this a camera pipeline (frames are decoded for the model)."""
+        self.name = name
+        self.source = source
+        self.policy = policy
+        self.stats = PipelineStats()
+        self._sink = sink
+        self._topics = topics
+        self._seq = seq
+        self._qos = qos
+        self._image_options = image  # None for sensor pipelines
+        self._since: float | None = None
+        self._swap_lock = threading.Lock()
+        self._install(model, model_info)
+
+    def _install(self, model: Model, info: ModelInfo) -> None:
+        image = None
+        opts = self._image_options
+        if opts is not None:
+            image = ImagePreprocessor(
+                model.inputs[0], resize=opts.resize, draft=opts.draft, max_pixels=opts.max_pixels
+            )
+        self.model, self.model_info, self._image = model, info, image
+
+    def swap_model(self, model: Model, info: ModelInfo) -> None:
+        """Replace the model between two inferences; no input is dropped."""
+        with self._swap_lock:
+            self._install(model, info)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info(
+            "pipeline %s: started (model %s %s)",
+            self.name,
+            self.model_info.name,
+            self.model_info.version,
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    item = self.source.read(timeout=0.5)
+                except SourceExhausted:
+                    log.info(
+                        "pipeline %s: source %s has no more input", self.name, self.source.name
+                    )
+                    return
+                if item is not None:
+                    self.process(item)
+        finally:
+            # The retained state should end with the final counters, not those
+            # of the last event.
+            self.publish_state()
+
+    def publish_state(self) -> None:
+        self._send(self._topics.state(self.name), encode(self.state_payload()), 1, True)
+
+    def process(self, item: Item) -> Decision | None:
+        """One input through the model and the policy; bad inputs are counted and skipped."""
+        with self._swap_lock:
+            try:
+                tensor = self._prepare(item)
+                start = time.perf_counter()
+                outputs = self.model.infer(tensor)
+                self.stats.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+                self.stats.inferences += 1
+            except InputError as exc:
+                self.stats.input_errors += 1
+                limited.warning(
+                    f"{self.name}-input",
+                    "%s: skipped input from %s: %s",
+                    self.name,
+                    item.origin,
+                    exc,
+                )
+                return None
+            except ModelError as exc:
+                self.stats.model_errors += 1
+                limited.error(f"{self.name}-model", "%s: %s", self.name, exc)
+                return None
+        try:
+            decision = self.policy.decide(outputs[0], time.monotonic())
+        except ValueError as exc:
+            self.stats.model_errors += 1
+            limited.error(f"{self.name}-policy", "%s: unusable model output: %s", self.name, exc)
+            return None
+        if decision is not None:
+            self._publish(decision, item.captured)
+        return decision
+
+    def _prepare(self, item: Item) -> np.ndarray:
+        if isinstance(item, Frame):
+            if self._image is None:
+                raise InputError("this pipeline's model does not take images")
+            return self._image.prepare(item.data)
+        return item.values
+
+    def _publish(self, decision: Decision, captured: float) -> None:
+        if decision.reason == "change" or self._since is None:
+            self._since = captured
+        payload = event_payload(
+            device=self._topics.device,
+            pipeline=self.name,
+            seq=self._seq.next(),
+            event_id=new_event_id(),
+            epoch=captured,
+            decision=decision,
+            model=self.model_info,
+        )
+        self._send(self._topics.event(self.name), encode(payload), self._qos, False)
+        self.stats.events += 1
+        log.info(
+            "%s: %s -> %s (%.2f, %s)",
+            self.name,
+            decision.previous,
+            decision.state,
+            decision.score,
+            decision.reason,
+        )
+        self.publish_state()
+
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+        try:
+            self._sink.publish(topic, payload, qos=qos, retain=retain)
+        except PublishError as exc:
+            limited.error(f"{self.name}-publish", "%s: cannot publish: %s", self.name, exc)
+            return
+        self.stats.bytes_out += len(topic.encode()) + len(payload)
+
+    def state_payload(self) -> dict[str, Any]:
+        """The retained state: the current decision plus counters and bandwidth."""
+        src = self.source.stats
+        ratio = round(src.bytes_in / self.stats.bytes_out, 1) if self.stats.bytes_out else None
+        return {
+            "v": 1,
+            "device": self._topics.device,
+            "pipeline": self.name,
+            "state": self.policy.state,
+            "since": utc_timestamp(self._since) if self._since else None,
+            "ts": utc_timestamp(time.time()),
+            "model": self.model_info.as_dict(),
+            "inputs": src.read,
+            "dropped": src.dropped,
+            "errors": src.errors + self.stats.input_errors + self.stats.model_errors,
+            "inferences": self.stats.inferences,
+            "events": self.stats.events,
+            "latency_ms": self.stats.latency_percentiles(),
+            "bytes_in": src.bytes_in,
+            "bytes_out": self.stats.bytes_out,
+            "bandwidth_ratio": ratio,
+        }

@@ -1,0 +1,189 @@
+"""The MQTT connection: online/offline status with a last will, publishes, acks.
+
+paho-mqtt is used only here; its return codes and callbacks are translated
+into counters, log lines and `PublishError` at this boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_agent.errors import PublishError
+from edge_agent.events import STATUS_OFFLINE, STATUS_ONLINE, Topics
+from edge_agent.logutil import RateLimitedLog
+
+log = logging.getLogger(__name__)
+limited = RateLimitedLog(log)
+
+AckHandler = Callable[[int, ReasonCode | None], None]
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    host: str
+    port: int
+    client_id: str
+    topics: Topics
+    protocol: str = "5"
+    keepalive: int = 30
+    username: str | None = None
+    password: str | None = None
+    reconnect_min: float = 1.0
+    reconnect_max: float = 60.0
+
+
+@dataclass
+class PublisherStats:
+    published: int = 0  # handed to paho
+    acknowledged: int = 0  # PUBACK/PUBCOMP received (or sent, for QoS 0)
+    refused: int = 0  # the broker answered with a failure reason code
+    bytes_out: int = 0  # topic + payload of everything handed to paho
+    connects: int = 0
+    disconnects: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            for name, value in counts.items():
+                setattr(self, name, getattr(self, name) + value)
+
+
+class MqttPublisher:
+    """`publish` is the verb; `start` connects in the background (retrying until
+    the broker answers) and `stop` says goodbye."""
+
+    def __init__(self, options: MqttOptions, on_ack: AckHandler | None = None) -> None:
+        self.options = options
+        self.stats = PublisherStats()
+        self.connected = threading.Event()
+        self._on_ack = on_ack
+        self._stopping = False
+        self._client = self._build_client()
+
+    def _build_client(self) -> mqtt.Client:
+        opts = self.options
+        v5 = opts.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=opts.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        if opts.username:
+            client.username_pw_set(opts.username, opts.password)
+        client.will_set(opts.topics.status, STATUS_OFFLINE, qos=1, retain=True)
+        # paho doubles the delay without jitter; a random start spreads a fleet's
+        # reconnects after a broker restart.
+        first = opts.reconnect_min * random.uniform(1.0, 2.0)  # noqa: S311 - not crypto
+        longest = max(1, math.ceil(opts.reconnect_max))
+        client.reconnect_delay_set(min(max(1, math.ceil(first)), longest), longest)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_publish = self._on_publish
+        return client
+
+    def start(self) -> None:
+        opts = self.options
+        kwargs: dict[str, Any] = {"keepalive": opts.keepalive}
+        if opts.protocol == "5":
+            kwargs["clean_start"] = False
+        try:
+            self._client.connect_async(opts.host, opts.port, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise PublishError(f"cannot connect to {opts.host}:{opts.port}: {exc}") from exc
+        self._client.loop_start()
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
+        """Hand a message to paho; returns its message id. While disconnected paho
+        keeps QoS 1/2 messages and sends them after reconnecting; QoS 0 is lost."""
+        info = self._send(topic, payload, qos, retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise PublishError(f"{topic}: {mqtt.error_string(info.rc)}")
+        return int(info.mid)
+
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> mqtt.MQTTMessageInfo:
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self.stats.add(published=1, bytes_out=len(topic.encode()) + len(payload))
+        return info
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish `offline` (the will is not sent on a clean disconnect), wait up
+        to `timeout` for it and all in flight to be acknowledged, disconnect."""
+        deadline = time.monotonic() + timeout
+        self._stopping = True
+        if self.connected.is_set():
+            info = self._send(self.options.topics.status, STATUS_OFFLINE, 1, True)
+            while not info.is_published() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def in_flight(self) -> int:
+        """Messages handed to paho and not yet acknowledged."""
+        return self.stats.published - self.stats.acknowledged - self.stats.refused
+
+    # paho callbacks: run on paho's network thread. An exception here has killed
+    # or stalled that thread in past paho versions, so each one catches all.
+
+    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        try:
+            if rc.is_failure:
+                limited.error("connect", "broker %s refused the connection: %s", self._where(), rc)
+                return
+            log.info("connected to %s as %s", self._where(), self.options.client_id)
+            self.stats.add(connects=1)
+            self.connected.set()
+            self._send(self.options.topics.status, STATUS_ONLINE, 1, True)
+        except Exception:
+            log.exception("error in MQTT connect callback")
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        try:
+            limited.warning("connect", "cannot reach broker %s; retrying", self._where())
+        except Exception:
+            log.exception("error in MQTT connect-fail callback")
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        try:
+            was_connected = self.connected.is_set()
+            self.connected.clear()
+            if self._stopping:
+                log.info("disconnected from %s", self._where())
+            elif was_connected:
+                self.stats.add(disconnects=1)
+                log.warning("disconnected from %s: %s; reconnecting", self._where(), rc)
+            else:
+                limited.warning("connect", "cannot reach broker %s: %s", self._where(), rc)
+        except Exception:
+            log.exception("error in MQTT disconnect callback")
+
+    def _on_publish(
+        self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode | None, _p: Any
+    ) -> None:
+        # Takes no lock a publishing thread may hold: paho holds its own here.
+        try:
+            if rc is not None and rc.is_failure:
+                self.stats.add(refused=1)
+                limited.error(f"refused-{rc}", "broker refused message %d: %s", mid, rc)
+            else:
+                self.stats.add(acknowledged=1)
+            if self._on_ack is not None:
+                self._on_ack(mid, rc)
+        except Exception:
+            log.exception("error in MQTT publish callback")
+
+    def _where(self) -> str:
+        return f"{self.options.host}:{self.options.port}"

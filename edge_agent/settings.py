@@ -1,0 +1,275 @@
+"""Settings: a TOML file plus EDGE_AGENT_* environment overrides, validated once.
+
+This is the only module that reads configuration; everything else receives the
+validated values. Unknown keys are errors, reported with their dotted path.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from edge_agent.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENV_PREFIX = "EDGE_AGENT_"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(Strict):
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("edge", min_length=1, pattern=r"^[^#+]+$")
+    protocol: Literal["5", "3.1.1"] = "5"
+    qos: Literal[0, 1, 2] = 1
+    keepalive: int = Field(30, ge=5, le=3600, description="seconds")
+    client_id: str | None = Field(None, description="default: the device id")
+    username: str | None = None
+    password: SecretStr | None = None
+    reconnect_min: float = Field(1.0, gt=0, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(60.0, gt=0, description="longest reconnect delay, seconds")
+
+
+class RuntimeSettings(Strict):
+    runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow"] = "auto"
+    num_threads: int = Field(0, ge=0, description="interpreter threads; 0 = all cores")
+    delegate: str | None = Field(None, description="delegate library, e.g. libedgetpu.so.1")
+
+
+class FilesSourceSettings(Strict):
+    kind: Literal["files"]
+    pattern: str = Field(description="glob of image files, read in sorted order")
+    loop: bool = False
+    fps: float = Field(0.0, ge=0)
+
+
+class DirSourceSettings(Strict):
+    kind: Literal["dir"]
+    path: str
+    pattern: str = "*.jpg"
+    delete_after: bool = False
+    fps: float = Field(0.0, ge=0)
+    poll_interval: float = Field(0.5, gt=0)
+
+
+class HttpSourceSettings(Strict):
+    kind: Literal["http"]
+    url: str = Field(pattern=r"^https?://")
+    fps: float = Field(1.0, gt=0)
+    timeout: float = Field(5.0, gt=0)
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class MjpegSourceSettings(Strict):
+    kind: Literal["mjpeg"]
+    url: str = Field(pattern=r"^https?://")
+    fps: float = Field(0.0, ge=0)
+    timeout: float = Field(10.0, gt=0)
+
+
+class CommandSourceSettings(Strict):
+    kind: Literal["command"]
+    command: list[str] = Field(min_length=1)
+    fps: float = Field(0.0, ge=0)
+
+
+class WindowSettings(Strict):
+    size: int = Field(ge=1, description="samples per window")
+    hop: int = Field(ge=1, description="samples between window starts")
+    channels: int = Field(ge=1)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _lengths(self) -> WindowSettings:
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.channels:
+                raise ValueError(f"{name} needs {self.channels} values, one per channel")
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError("std values must be > 0")
+        return self
+
+
+class LinesSourceSettings(Strict):
+    kind: Literal["lines"]
+    path: str = Field(description='file, FIFO, serial device, or "-" for stdin')
+    fields: list[str] | None = Field(None, description="JSON keys, for JSON lines")
+    follow: bool = False
+    rate: float = Field(0.0, ge=0, description="replay pacing, samples/s; 0 = as read")
+    window: WindowSettings
+
+
+class IioSourceSettings(Strict):
+    kind: Literal["iio"]
+    device: str = Field(description="e.g. iio:device0")
+    channels: list[str] = Field(min_length=1, description="e.g. in_accel_x")
+    rate: float = Field(gt=0, description="samples per second")
+    root: str = "/sys/bus/iio/devices"
+    window: WindowSettings
+
+
+class MqttSourceSettings(Strict):
+    kind: Literal["mqtt"]
+    topic: str
+    fields: list[str] = Field(min_length=1)
+    host: str | None = Field(None, description="default: the agent's broker")
+    port: int | None = Field(None, ge=1, le=65535)
+    window: WindowSettings
+
+
+CameraSource = FilesSourceSettings | DirSourceSettings | HttpSourceSettings
+CameraSource |= MjpegSourceSettings | CommandSourceSettings
+SensorSource = LinesSourceSettings | IioSourceSettings | MqttSourceSettings
+SourceSettings = Annotated[CameraSource | SensorSource, Field(discriminator="kind")]
+
+
+class ImageSettings(Strict):
+    resize: Literal["stretch", "crop", "letterbox"] = "stretch"
+    draft: bool = Field(True, description="JPEG reduced-scale decoding for large frames")
+    max_pixels: int = Field(40_000_000, ge=1)
+
+
+class DecisionTiming(Strict):
+    smoothing: int = Field(1, ge=1, description="average over the last K results")
+    debounce: int = Field(1, ge=1, description="results a new state must persist for")
+    heartbeat: float = Field(0.0, ge=0, description="re-publish the state every N s; 0 = off")
+    min_interval: float = Field(0.0, ge=0, description="seconds between two events at least")
+
+
+class ClassificationPolicySettings(DecisionTiming):
+    kind: Literal["classification"]
+    threshold: float = Field(0.5, ge=0, le=1)
+    off_threshold: float | None = Field(None, ge=0, le=1)
+    states: dict[str, str] | None = Field(None, description="label -> state; default: label")
+    default_state: str = "none"
+
+
+class ThresholdPolicySettings(DecisionTiming):
+    kind: Literal["threshold"]
+    index: int = Field(0, ge=0, description="which output value (or class score)")
+    on_threshold: float = 0.5
+    off_threshold: float | None = None
+    on_state: str = "on"
+    off_state: str = "off"
+
+
+PolicySettings = Annotated[
+    ClassificationPolicySettings | ThresholdPolicySettings, Field(discriminator="kind")
+]
+
+
+class PipelineSettings(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="used in MQTT topics")
+    model: Path
+    labels: Path | None = None
+    model_name: str | None = Field(None, description="default: the model file's stem")
+    model_version: str = "local"
+    source: SourceSettings
+    image: ImageSettings = ImageSettings()
+    policy: PolicySettings
+    qos: Literal[0, 1, 2] | None = Field(None, description="default: mqtt.qos")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    device_id: str = Field(default_factory=socket.gethostname, pattern=r"^[^/#+\s]+$")
+    state_dir: Path = Path("/var/lib/edge-agent")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    mqtt: MqttSettings = MqttSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    pipelines: list[PipelineSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        names = [p.name for p in self.pipelines]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"pipeline names must be unique: {', '.join(duplicates)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which arrives as init values.
+        return (env_settings, init_settings)
+
+
+def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read `path` (TOML), apply environment overrides, validate; ConfigError on any problem."""
+    data = read_toml(path) if path is not None else {}
+    data.update(overrides or {})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, path)) from exc
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def describe(exc: ValidationError, path: Path | None) -> str:
+    """One line per problem, each led by the offending key's dotted path."""
+    where = f"{path}: " if path else ""
+    lines = []
+    for error in exc.errors():
+        key = ".".join(_key_parts(error["loc"])) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{where}{key}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _key_parts(loc: tuple[int | str, ...]) -> list[str]:
+    """The key path without the union tags pydantic inserts (source.files.fps -> source.fps)."""
+    parts: list[str] = []
+    for part in loc:
+        if parts and parts[-1] in ("source", "policy") and part in _UNION_TAGS:
+            continue
+        parts.append(str(part))
+    return parts
+
+
+_UNION_TAGS = {"files", "dir", "http", "mjpeg", "command", "lines", "iio", "mqtt"}
+_UNION_TAGS |= {"classification", "threshold"}
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The resolved settings as JSON-ready data, secrets shown as '**********'."""
+    return settings.model_dump(mode="json")
+
+
+def json_schema() -> dict[str, Any]:
+    return Settings.model_json_schema()

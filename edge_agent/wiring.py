@@ -1,0 +1,222 @@
+"""Settings -> components. The only place that knows both the settings models and
+the constructors; components never see a settings object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import SecretStr
+
+from edge_agent import settings as cfg
+from edge_agent.errors import ConfigError, ModelError
+from edge_agent.events import ModelInfo, Topics
+from edge_agent.labels import align_labels, read_labels
+from edge_agent.pipeline import ImageOptions, MessageSink, Pipeline
+from edge_agent.policy import ClassificationPolicy, Policy, ThresholdPolicy
+from edge_agent.publisher import MqttOptions
+from edge_agent.runtime import Model
+from edge_agent.seqstore import SeqCounter
+from edge_agent.sources.base import Source
+from edge_agent.sources.camera import (
+    CommandSource,
+    DirectorySource,
+    FilesSource,
+    HttpSnapshotSource,
+    MjpegSource,
+)
+from edge_agent.sources.sensor import IioSource, LinesSource, MqttSensorSource
+from edge_agent.windowing import SlidingWindow
+
+CAMERA_KINDS = ("files", "dir", "http", "mjpeg", "command")
+
+
+def topics_for(settings: cfg.Settings) -> Topics:
+    return Topics(settings.mqtt.prefix, settings.device_id)
+
+
+def mqtt_options(settings: cfg.Settings) -> MqttOptions:
+    m = settings.mqtt
+    return MqttOptions(
+        host=m.host,
+        port=m.port,
+        client_id=m.client_id or settings.device_id,
+        topics=topics_for(settings),
+        protocol=m.protocol,
+        keepalive=m.keepalive,
+        username=m.username,
+        password=_secret(m.password),
+        reconnect_min=m.reconnect_min,
+        reconnect_max=m.reconnect_max,
+    )
+
+
+def load_model(settings: cfg.Settings, pipeline: cfg.PipelineSettings) -> Model:
+    rt = settings.runtime
+    return Model.load(
+        pipeline.model,
+        runtime=rt.runtime,
+        num_threads=rt.num_threads or None,
+        delegate=rt.delegate,
+    )
+
+
+def build_pipeline(settings: cfg.Settings, p: cfg.PipelineSettings, sink: MessageSink) -> Pipeline:
+    """A ready pipeline; ModelError or ConfigError if its parts cannot be made."""
+    model = load_model(settings, p)
+    info = ModelInfo(p.model_name or p.model.stem, p.model_version, model.sha256)
+    is_camera = p.source.kind in CAMERA_KINDS
+    image = ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels) if is_camera else None
+    policy = build_policy(p, _classes(model))
+    try:
+        source = build_source(settings, p)
+    except ValueError as exc:
+        raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
+    try:
+        return Pipeline(
+            p.name,
+            source=source,
+            model=model,
+            model_info=info,
+            policy=policy,
+            sink=sink,
+            topics=topics_for(settings),
+            seq=SeqCounter(settings.state_dir / "seq" / p.name),
+            qos=settings.mqtt.qos if p.qos is None else p.qos,
+            image=image,
+        )
+    except ModelError as exc:
+        source.close()
+        raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
+
+
+def _classes(model: Model) -> int:
+    return int(model.outputs[0].shape[-1]) if model.outputs[0].shape else 1
+
+
+def build_policy(p: cfg.PipelineSettings, classes: int) -> Policy:
+    pol = p.policy
+    timing: dict[str, Any] = {
+        "smoothing": pol.smoothing,
+        "debounce": pol.debounce,
+        "heartbeat": pol.heartbeat,
+        "min_interval": pol.min_interval,
+    }
+    try:
+        if isinstance(pol, cfg.ThresholdPolicySettings):
+            return ThresholdPolicy(
+                index=pol.index,
+                on_threshold=pol.on_threshold,
+                off_threshold=pol.off_threshold,
+                on_state=pol.on_state,
+                off_state=pol.off_state,
+                **timing,
+            )
+        labels = align_labels(read_labels(p.labels) if p.labels else None, classes, str(p.labels))
+        return ClassificationPolicy(
+            labels,
+            threshold=pol.threshold,
+            off_threshold=pol.off_threshold,
+            states=pol.states,
+            default_state=pol.default_state,
+            **timing,
+        )
+    except (ValueError, ModelError) as exc:
+        raise ConfigError(f"pipelines.{p.name}.policy: {exc}") from exc
+
+
+def build_window(w: cfg.WindowSettings) -> SlidingWindow:
+    return SlidingWindow(w.size, w.hop, w.channels, w.mean, w.std)
+
+
+def build_source(settings: cfg.Settings, p: cfg.PipelineSettings) -> Source:
+    builder = _SOURCE_BUILDERS[p.source.kind]
+    return builder(p.name, p.source, settings)
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value else None
+
+
+def _files(name: str, s: Any, _: cfg.Settings) -> Source:
+    return FilesSource(name, pattern=s.pattern, loop=s.loop, fps=s.fps)
+
+
+def _dir(name: str, s: Any, _: cfg.Settings) -> Source:
+    return DirectorySource(
+        name,
+        path=s.path,
+        pattern=s.pattern,
+        delete_after=s.delete_after,
+        fps=s.fps,
+        poll_interval=s.poll_interval,
+    )
+
+
+def _http(name: str, s: Any, _: cfg.Settings) -> Source:
+    return HttpSnapshotSource(
+        name,
+        url=s.url,
+        fps=s.fps,
+        timeout=s.timeout,
+        username=s.username,
+        password=_secret(s.password),
+    )
+
+
+def _mjpeg(name: str, s: Any, _: cfg.Settings) -> Source:
+    return MjpegSource(name, url=s.url, timeout=s.timeout, fps=s.fps)
+
+
+def _command(name: str, s: Any, _: cfg.Settings) -> Source:
+    return CommandSource(name, command=s.command, fps=s.fps)
+
+
+def _lines(name: str, s: Any, _: cfg.Settings) -> Source:
+    return LinesSource(
+        name,
+        path=s.path,
+        window=build_window(s.window),
+        channels=s.window.channels,
+        fields=s.fields,
+        follow=s.follow,
+        rate=s.rate,
+    )
+
+
+def _iio(name: str, s: Any, _: cfg.Settings) -> Source:
+    return IioSource(
+        name,
+        device=s.device,
+        channels=s.channels,
+        window=build_window(s.window),
+        rate=s.rate,
+        root=s.root,
+    )
+
+
+def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
+    m = settings.mqtt
+    return MqttSensorSource(
+        name,
+        host=s.host or m.host,
+        port=s.port or m.port,
+        topic=s.topic,
+        fields=s.fields,
+        window=build_window(s.window),
+        username=m.username,
+        password=_secret(m.password),
+        client_id=f"{settings.device_id}-{name}",
+    )
+
+
+_SOURCE_BUILDERS: dict[str, Callable[[str, Any, cfg.Settings], Source]] = {
+    "files": _files,
+    "dir": _dir,
+    "http": _http,
+    "mjpeg": _mjpeg,
+    "command": _command,
+    "lines": _lines,
+    "iio": _iio,
+    "mqtt": _mqtt,
+}
