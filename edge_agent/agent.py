@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from edge_agent import settings as cfg
 from edge_agent import wiring
+from edge_agent.delivery import Dispatcher
 from edge_agent.errors import EdgeAgentError, ModelError
 from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import MqttPublisher
@@ -23,14 +23,22 @@ class Agent:
     def __init__(self, settings: cfg.Settings) -> None:
         self.settings = settings
         self.publisher = MqttPublisher(wiring.mqtt_options(settings))
+        self.outbox = wiring.build_outbox(settings)
+        self.dispatcher = Dispatcher(self.outbox, self.publisher, window=settings.outbox.inflight)
+        self.publisher.on_ack(self.dispatcher.on_ack)
         self.pipelines = self._build_pipelines()
         self._threads: list[threading.Thread] = []
+        self._delivery_stop = threading.Event()
 
     def _build_pipelines(self) -> list[Pipeline]:
         built, failed = [], []
         for p in self.settings.pipelines:
             try:
-                built.append(wiring.build_pipeline(self.settings, p, self.publisher))
+                built.append(
+                    wiring.build_pipeline(
+                        self.settings, p, self.publisher, self.outbox, self.dispatcher.wake
+                    )
+                )
             except ModelError as exc:
                 # One broken model must not take the other pipelines down.
                 log.error("pipeline %s not started: %s", p.name, exc)
@@ -47,19 +55,22 @@ class Agent:
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.publisher.start()
+        self._start("delivery", self.dispatcher.run, self._delivery_stop)
         for pipeline in self.pipelines:
-            thread = threading.Thread(
-                target=self._run_pipeline, args=(pipeline, stop), name=f"pipeline-{pipeline.name}"
-            )
-            thread.start()
-            self._threads.append(thread)
+            self._start(f"pipeline-{pipeline.name}", self._run_pipeline, pipeline, stop)
         if on_ready:
             on_ready()
+        pipelines = self._threads[1:]
         while not stop.is_set():
-            if until_done and not any(t.is_alive() for t in self._threads):
+            if until_done and not any(t.is_alive() for t in pipelines):
                 break
             stop.wait(0.2)
         self.shutdown(stop)
+
+    def _start(self, name: str, target: Callable[..., None], *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, name=name)
+        thread.start()
+        self._threads.append(thread)
 
     def _run_pipeline(self, pipeline: Pipeline, stop: threading.Event) -> None:
         try:
@@ -70,14 +81,21 @@ class Agent:
             log.exception("pipeline %s crashed", pipeline.name)
 
     def shutdown(self, stop: threading.Event, flush_timeout: float = 5.0) -> None:
-        """Stop sources, let the inference in flight finish, drain, say offline."""
+        """Stop sources, let the inference in flight finish, deliver what the
+        broker will take within `flush_timeout`, say offline. Undelivered events
+        stay in the outbox for the next start."""
         stop.set()
         for pipeline in self.pipelines:
             pipeline.source.close()
-        for thread in self._threads:
+        for thread in self._threads[1:]:
             thread.join(timeout=10)
-        deadline = time.monotonic() + flush_timeout
-        while self.publisher.in_flight() > 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.publisher.stop(timeout=max(0.5, deadline - time.monotonic()))
+        self._delivery_stop.set()
+        self._threads[0].join(timeout=10)
+        if not self.dispatcher.drain(flush_timeout):
+            log.warning(
+                "stopping with %d event(s) still in the outbox; they are sent on the next start",
+                self.outbox.stats().depth,
+            )
+        self.publisher.stop(timeout=2.0)
+        self.outbox.close()
         log.info("stopped")

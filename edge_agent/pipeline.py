@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,10 +15,10 @@ import numpy as np
 from edge_agent.errors import InputError, ModelError, PublishError
 from edge_agent.events import ModelInfo, Topics, encode, event_payload, new_event_id, utc_timestamp
 from edge_agent.logutil import RateLimitedLog
+from edge_agent.outbox import Outbox
 from edge_agent.policy import Decision, Policy
 from edge_agent.preprocess import ImagePreprocessor, ResizeMode
 from edge_agent.runtime import Model
-from edge_agent.seqstore import SeqCounter
 from edge_agent.sources.base import Frame, Item, Source, SourceExhausted
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,15 @@ LATENCY_SAMPLES = 1000
 
 
 class MessageSink(Protocol):
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry: float | None = None,
+    ) -> int:
         """Send one message; raises PublishError if it cannot even be queued."""
         ...
 
@@ -69,9 +78,11 @@ class Pipeline:
         model_info: ModelInfo,
         policy: Policy,
         sink: MessageSink,
+        outbox: Outbox,
+        on_event: Callable[[], None],
         topics: Topics,
-        seq: SeqCounter,
         qos: int = 1,
+        ttl: float | None = None,
         image: ImageOptions | None = None,
     ) -> None:
         """`image` options make this a camera pipeline (frames are decoded for the model)."""
@@ -81,8 +92,10 @@ class Pipeline:
         self.stats = PipelineStats()
         self._sink = sink
         self._topics = topics
-        self._seq = seq
+        self._outbox = outbox
+        self._on_event = on_event
         self._qos = qos
+        self._ttl = ttl
         self._image_options = image  # None for sensor pipelines
         self._since: float | None = None
         self._swap_lock = threading.Lock()
@@ -171,16 +184,29 @@ class Pipeline:
     def _publish(self, decision: Decision, captured: float) -> None:
         if decision.reason == "change" or self._since is None:
             self._since = captured
-        payload = event_payload(
-            device=self._topics.device,
-            pipeline=self.name,
-            seq=self._seq.next(),
-            event_id=new_event_id(),
-            epoch=captured,
-            decision=decision,
-            model=self.model_info,
-        )
-        self._send(self._topics.event(self.name), encode(payload), self._qos, False)
+        topic = self._topics.event(self.name)
+        event_id = new_event_id()
+
+        def build(seq: int) -> bytes:
+            payload = encode(
+                event_payload(
+                    device=self._topics.device,
+                    pipeline=self.name,
+                    seq=seq,
+                    event_id=event_id,
+                    epoch=captured,
+                    decision=decision,
+                    model=self.model_info,
+                )
+            )
+            self.stats.bytes_out += len(topic.encode()) + len(payload)
+            return payload
+
+        if self._qos == 0:  # fire and forget: not worth a disk write
+            self._send(topic, build(self._outbox.next_seq(self.name)), 0, False, count=False)
+        else:
+            self._outbox.add(self.name, topic, build, qos=self._qos, ttl=self._ttl)
+            self._on_event()
         self.stats.events += 1
         log.info(
             "%s: %s -> %s (%.2f, %s)",
@@ -192,13 +218,14 @@ class Pipeline:
         )
         self.publish_state()
 
-    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
+    def _send(self, topic: str, payload: bytes, qos: int, retain: bool, count: bool = True) -> None:
         try:
             self._sink.publish(topic, payload, qos=qos, retain=retain)
         except PublishError as exc:
             limited.error(f"{self.name}-publish", "%s: cannot publish: %s", self.name, exc)
             return
-        self.stats.bytes_out += len(topic.encode()) + len(payload)
+        if count:
+            self.stats.bytes_out += len(topic.encode()) + len(payload)
 
     def state_payload(self) -> dict[str, Any]:
         """The retained state: the current decision plus counters and bandwidth."""

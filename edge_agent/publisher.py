@@ -17,6 +17,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import PublishError
@@ -41,6 +43,7 @@ class MqttOptions:
     password: str | None = None
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
+    max_inflight: int = 100
 
 
 @dataclass
@@ -63,11 +66,11 @@ class MqttPublisher:
     """`publish` is the verb; `start` connects in the background (retrying until
     the broker answers) and `stop` says goodbye."""
 
-    def __init__(self, options: MqttOptions, on_ack: AckHandler | None = None) -> None:
+    def __init__(self, options: MqttOptions) -> None:
         self.options = options
         self.stats = PublisherStats()
         self.connected = threading.Event()
-        self._on_ack = on_ack
+        self._on_ack: AckHandler | None = None
         self._stopping = False
         self._client = self._build_client()
 
@@ -88,11 +91,17 @@ class MqttPublisher:
         first = opts.reconnect_min * random.uniform(1.0, 2.0)  # noqa: S311 - not crypto
         longest = max(1, math.ceil(opts.reconnect_max))
         client.reconnect_delay_set(min(max(1, math.ceil(first)), longest), longest)
+        client.max_inflight_messages_set(opts.max_inflight)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         return client
+
+    def on_ack(self, handler: AckHandler) -> None:
+        """Call `handler(mid, reason)` on paho's thread for every acknowledged
+        message; it must be quick and take no lock a publishing thread holds."""
+        self._on_ack = handler
 
     def start(self) -> None:
         opts = self.options
@@ -105,16 +114,37 @@ class MqttPublisher:
             raise PublishError(f"cannot connect to {opts.host}:{opts.port}: {exc}") from exc
         self._client.loop_start()
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry: float | None = None,
+    ) -> int:
         """Hand a message to paho; returns its message id. While disconnected paho
-        keeps QoS 1/2 messages and sends them after reconnecting; QoS 0 is lost."""
-        info = self._send(topic, payload, qos, retain)
+        keeps QoS 1/2 messages in memory and sends them after reconnecting; the
+        outbox, not paho, is what makes events durable. `expiry` (seconds) becomes
+        the MQTT 5 message expiry interval."""
+        properties = None
+        if expiry is not None and self.options.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.MessageExpiryInterval = max(1, math.ceil(expiry))
+        info = self._send(topic, payload, qos, retain, properties)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise PublishError(f"{topic}: {mqtt.error_string(info.rc)}")
         return int(info.mid)
 
-    def _send(self, topic: str, payload: bytes, qos: int, retain: bool) -> mqtt.MQTTMessageInfo:
-        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+    def _send(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        properties: Properties | None = None,
+    ) -> mqtt.MQTTMessageInfo:
+        info = self._client.publish(topic, payload, qos, retain, properties)
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             self.stats.add(published=1, bytes_out=len(topic.encode()) + len(payload))
         return info

@@ -42,6 +42,16 @@ class MqttSettings(Strict):
     reconnect_max: float = Field(60.0, gt=0, description="longest reconnect delay, seconds")
 
 
+class OutboxSettings(Strict):
+    max_events: int = Field(10_000, ge=1, description="oldest dropped beyond this")
+    max_bytes: int = Field(10_000_000, ge=1_000, description="oldest dropped beyond this")
+    durability: Literal["power-loss", "crash"] = Field(
+        "power-loss", description="power-loss: fsync every event; crash: survive a killed process"
+    )
+    ttl: float = Field(0.0, ge=0, description="seconds an event may wait; 0 = forever")
+    inflight: int = Field(100, ge=1, le=65_000, description="events awaiting PUBACK at once")
+
+
 class RuntimeSettings(Strict):
     runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow"] = "auto"
     num_threads: int = Field(0, ge=0, description="interpreter threads; 0 = all cores")
@@ -193,6 +203,7 @@ class Settings(BaseSettings):
     state_dir: Path = Path("/var/lib/edge-agent")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     mqtt: MqttSettings = MqttSettings()
+    outbox: OutboxSettings = OutboxSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     pipelines: list[PipelineSettings] = Field(min_length=1)
 

@@ -12,11 +12,11 @@ from edge_agent import settings as cfg
 from edge_agent.errors import ConfigError, ModelError
 from edge_agent.events import ModelInfo, Topics
 from edge_agent.labels import align_labels, read_labels
+from edge_agent.outbox import Outbox
 from edge_agent.pipeline import ImageOptions, MessageSink, Pipeline
 from edge_agent.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.publisher import MqttOptions
 from edge_agent.runtime import Model
-from edge_agent.seqstore import SeqCounter
 from edge_agent.sources.base import Source
 from edge_agent.sources.camera import (
     CommandSource,
@@ -48,6 +48,7 @@ def mqtt_options(settings: cfg.Settings) -> MqttOptions:
         password=_secret(m.password),
         reconnect_min=m.reconnect_min,
         reconnect_max=m.reconnect_max,
+        max_inflight=settings.outbox.inflight,
     )
 
 
@@ -61,7 +62,26 @@ def load_model(settings: cfg.Settings, pipeline: cfg.PipelineSettings) -> Model:
     )
 
 
-def build_pipeline(settings: cfg.Settings, p: cfg.PipelineSettings, sink: MessageSink) -> Pipeline:
+def build_outbox(settings: cfg.Settings) -> Outbox:
+    o = settings.outbox
+    try:
+        return Outbox(
+            settings.state_dir / "outbox.db",
+            max_events=o.max_events,
+            max_bytes=o.max_bytes,
+            durability=o.durability,
+        )
+    except OSError as exc:
+        raise ConfigError(f"state_dir: cannot use {settings.state_dir}: {exc}") from exc
+
+
+def build_pipeline(
+    settings: cfg.Settings,
+    p: cfg.PipelineSettings,
+    sink: MessageSink,
+    outbox: Outbox,
+    on_event: Callable[[], None],
+) -> Pipeline:
     """A ready pipeline; ModelError or ConfigError if its parts cannot be made."""
     model = load_model(settings, p)
     info = ModelInfo(p.model_name or p.model.stem, p.model_version, model.sha256)
@@ -80,9 +100,11 @@ def build_pipeline(settings: cfg.Settings, p: cfg.PipelineSettings, sink: Messag
             model_info=info,
             policy=policy,
             sink=sink,
+            outbox=outbox,
+            on_event=on_event,
             topics=topics_for(settings),
-            seq=SeqCounter(settings.state_dir / "seq" / p.name),
             qos=settings.mqtt.qos if p.qos is None else p.qos,
+            ttl=settings.outbox.ttl or None,
             image=image,
         )
     except ModelError as exc:

@@ -81,7 +81,7 @@ def first_event(
 
 
 class Camera(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if self.path == "/snapshot.jpg":
             self.send_response(200)
             self.send_header("Content-Type", "image/jpeg")
