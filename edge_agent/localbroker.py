@@ -6,6 +6,7 @@ and stops it.
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import signal
@@ -40,6 +41,9 @@ class Mosquitto:
         self.config = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        # Started as root, mosquitto drops to the "mosquitto" user, which cannot
+        # write to our temporary directory; stay the user we are.
+        lines.append(f"user {getpass.getuser()}")
         if persistence:
             lines += ["persistence true", f"persistence_location {workdir}/"]
         self.config.write_text("\n".join([*lines, extra_config, ""]), encoding="utf-8")

@@ -248,4 +248,5 @@ class Pipeline:
             "bytes_in": src.bytes_in,
             "bytes_out": self.stats.bytes_out,
             "bandwidth_ratio": ratio,
+            "outbox": vars(self._outbox.stats()),
         }

@@ -27,11 +27,21 @@ class Received:
 class Subscriber:
     """Subscribes to `topic` on a local broker and records every message."""
 
-    def __init__(self, port: int, topic: str = "#", client_id: str = "test-subscriber") -> None:
+    def __init__(
+        self,
+        port: int,
+        topic: str = "#",
+        client_id: str = "test-subscriber",
+        persistent: bool = False,
+    ) -> None:
+        """`persistent`: a session the broker keeps (and queues for) while we are away."""
         self.messages: list[Received] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent
+        )
+        self._client.reconnect_delay_set(1, 1)
         self._client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
