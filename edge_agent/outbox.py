@@ -91,6 +91,8 @@ class Outbox:
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = open_database(path, durability)
+        self._closed = False
+        self._last_stats = OutboxStats(0, 0, 0, 0, 0)
         # Kept in memory: counting the table on every add would cost O(depth).
         self._depth, self._bytes = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM events"
@@ -189,7 +191,10 @@ class Outbox:
             self._count("dead", 1)
 
     def stats(self) -> OutboxStats:
+        """Counts; still answers after `close` (from the last known values)."""
         with self._lock:
+            if self._closed:
+                return self._last_stats
             counts = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
             depth, size = self._depth, self._bytes
         return OutboxStats(
@@ -197,7 +202,9 @@ class Outbox:
         )
 
     def close(self) -> None:
+        stats = self.stats()
         with self._lock:
+            self._last_stats, self._closed = stats, True
             self._db.close()
 
 

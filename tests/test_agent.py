@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,3 +197,88 @@ def test_bad_frames_are_counted_and_skipped(
     )
     assert pipeline.stats.input_errors + pipeline.source.stats.errors == 2
     assert pipeline.state_payload()["errors"] == 2
+
+
+def test_refused_events_go_to_dead_letters_and_others_flow(tmp_path: Path) -> None:
+    """An ACL forbids one pipeline's event topic: mosquitto answers PUBACK 0x87
+    (MQTT 5); that pipeline's events are set aside with the reason, not retried,
+    and the other pipeline is unaffected."""
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    acl = folder / "acl"
+    acl.write_text("topic deny edge/dev1/cam/event\ntopic readwrite #\n", encoding="utf-8")
+    server = Mosquitto(folder, f"acl_file {acl}")
+    server.start()
+    sub = Subscriber(server.port, "edge/#")
+    try:
+        config = camera_config(
+            server,
+            tmp_path / "state",
+            {"kind": "files", "pattern": str(FRAMES / "*.jpg")},
+            debounce=2,
+        )
+        second = dict(config["pipelines"][0], name="cam2")
+        config["pipelines"].append(second)
+        agent = Agent(load_settings(None, config))
+        agent.run(threading.Event(), until_done=True)
+        sub.wait_for(lambda s: len(s.on("/cam2/event")) >= 4)
+        assert sub.on("/cam/event") == []
+        assert agent.dispatcher.refused == 4
+        with sqlite3.connect(tmp_path / "state" / "outbox.db") as db:
+            reasons = db.execute("SELECT topic, reason FROM dead_letters").fetchall()
+            assert db.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
+        assert reasons == [("edge/dev1/cam/event", "Not authorized")] * 4
+    finally:
+        sub.close()
+        server.stop()
+
+
+def test_mqtt_311_works_too(broker: Mosquitto, subscriber: Subscriber, tmp_path: Path) -> None:
+    config = camera_config(
+        broker, tmp_path / "state", {"kind": "files", "pattern": str(FRAMES / "*.jpg")}, debounce=2
+    )
+    config["mqtt"]["protocol"] = "3.1.1"
+    run_to_end(config)
+    subscriber.wait_for(lambda s: len(s.on("/event")) >= 4)
+    assert [e["seq"] for e in events(subscriber)] == [1, 2, 3, 4]
+
+
+@pytest.fixture
+def password_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    passwords = folder / "passwords"
+    subprocess.run(["mosquitto_passwd", "-c", "-b", str(passwords), "cam", "s3cret"], check=True)
+    passwords.chmod(0o644)
+    server = Mosquitto(folder, f"password_file {passwords}")
+    server.config.write_text(
+        server.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(("password", "delivered"), [("s3cret", True), ("wrong", False)])
+def test_username_and_password(
+    password_broker: Mosquitto,
+    tmp_path: Path,
+    password: str,
+    delivered: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = camera_config(
+        password_broker,
+        tmp_path / "state",
+        {"kind": "files", "pattern": str(FRAMES / "*.jpg")},
+        debounce=2,
+    )
+    config["mqtt"].update(username="cam", password=password)
+    agent = run_to_end(config)
+    with sqlite3.connect(agent.outbox.path) as db:  # what shutdown left on disk
+        waiting = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    if delivered:
+        assert waiting == 0
+    else:
+        assert waiting == 4  # kept for when the credentials are fixed
+        assert "refused the connection: Not authorized" in caplog.text

@@ -167,3 +167,8 @@ def _summary(agent: Agent, watcher: Watcher, seconds: float) -> None:
             f"{src.bytes_in:>10} {st.bytes_out:>10} {ratio:>8}"
         )
     print(f"  events received by the subscriber: {len(watcher.events)}")
+    box = agent.outbox.stats()
+    print(
+        f"  outbox: {box.depth} waiting, {box.dropped} dropped, {box.expired} expired, "
+        f"{box.dead} refused"
+    )
