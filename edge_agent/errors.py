@@ -37,3 +37,36 @@ class UpdateError(EdgeAgentError):
 
 class IntegrityError(UpdateError):
     """Bytes that fail verification (signature, length, hash): reject them."""
+
+
+class SignatureError(IntegrityError):
+    """The manifest's signature does not verify with any trusted key."""
+
+
+class LengthError(IntegrityError):
+    """A download is longer (or shorter) than the length the manifest states."""
+
+
+class HashError(IntegrityError):
+    """A download's SHA-256 differs from the manifest's."""
+
+
+class ManifestError(UpdateError):
+    """A signed manifest that is malformed, of an unknown spec_version, or unsafe
+    (path traversal, absolute paths, bad URLs)."""
+
+
+class RollbackError(UpdateError):
+    """A manifest version lower than the trusted one (a replay or a downgrade)."""
+
+
+class ExpiredError(UpdateError):
+    """The manifest's `expires` is in the past."""
+
+
+class FetchError(UpdateError):
+    """The update server could not be reached or answered with an error."""
+
+
+class SelfTestError(UpdateError):
+    """A verified model that does not load, allocate or run sanely."""
