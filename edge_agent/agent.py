@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from edge_agent import settings as cfg
 from edge_agent import wiring
-from edge_agent.delivery import Dispatcher
+from edge_agent.delivery import Dispatcher, OutboxWriter
 from edge_agent.errors import EdgeAgentError, ModelError
+from edge_agent.events import encode
 from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import MqttPublisher
+from edge_agent.update import wiring as update_wiring
+from edge_agent.update.manager import UpdateManager
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +29,25 @@ class Agent:
         self.publisher = MqttPublisher(wiring.mqtt_options(settings))
         self.outbox = wiring.build_outbox(settings)
         self.dispatcher = Dispatcher(self.outbox, self.publisher, window=settings.outbox.inflight)
+        self.writer = OutboxWriter(self.outbox, self.dispatcher.wake)
         self.publisher.on_ack(self.dispatcher.on_ack)
+        self.store = update_wiring.build_store(settings)
         self.pipelines = self._build_pipelines()
+        self.updater = self._build_updater()
         self._threads: list[threading.Thread] = []
         self._delivery_stop = threading.Event()
+
+    def _build_updater(self) -> UpdateManager | None:
+        if self.store is None:
+            return None
+        topics = wiring.topics_for(self.settings)
+
+        def publish(status: dict[str, Any]) -> None:
+            self.publisher.publish(topics.update, encode(status), qos=1, retain=True)
+
+        updater = update_wiring.build_manager(self.settings, self.store, self.pipelines, publish)
+        self.publisher.on_command(topics.command("update"), lambda _payload: updater.check_now())
+        return updater
 
     def _build_pipelines(self) -> list[Pipeline]:
         built, failed = [], []
@@ -36,7 +55,12 @@ class Agent:
             try:
                 built.append(
                     wiring.build_pipeline(
-                        self.settings, p, self.publisher, self.outbox, self.dispatcher.wake
+                        self.settings,
+                        p,
+                        sink=self.publisher,
+                        outbox=self.outbox,
+                        submit=self.writer.submit,
+                        store=self.store,
                     )
                 )
             except ModelError as exc:
@@ -56,11 +80,14 @@ class Agent:
     ) -> None:
         self.publisher.start()
         self._start("delivery", self.dispatcher.run, self._delivery_stop)
+        self._start("outbox-writer", self.writer.run, self._delivery_stop)
         for pipeline in self.pipelines:
             self._start(f"pipeline-{pipeline.name}", self._run_pipeline, pipeline, stop)
+        if self.updater is not None:
+            self._start("update", self.updater.run, self._delivery_stop)
         if on_ready:
             on_ready()
-        pipelines = self._threads[1:]
+        pipelines = self._threads[2 : 2 + len(self.pipelines)]
         while not stop.is_set():
             if until_done and not any(t.is_alive() for t in pipelines):
                 break
@@ -87,10 +114,12 @@ class Agent:
         stop.set()
         for pipeline in self.pipelines:
             pipeline.source.close()
-        for thread in self._threads[1:]:
+        for thread in self._threads[2 : 2 + len(self.pipelines)]:
             thread.join(timeout=10)
-        self._delivery_stop.set()
-        self._threads[0].join(timeout=10)
+        self._delivery_stop.set()  # the writer, the dispatcher and the updater
+        for thread in self._threads[:2] + self._threads[2 + len(self.pipelines) :]:
+            thread.join(timeout=10)
+        self.writer.flush()
         if not self.dispatcher.drain(flush_timeout):
             log.warning(
                 "stopping with %d event(s) still in the outbox; they are sent on the next start",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
+from edge_agent.commands.manifest import add_manifest_commands
 from edge_agent.errors import ConfigError, EdgeAgentError, InputError, ModelError
 
 EXIT_FAILURE = 1
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_model_commands(commands)
     _add_daemon_commands(commands)
+    add_manifest_commands(commands)
     return parser
 
 

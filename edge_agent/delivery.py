@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import PublishError
 from edge_agent.logutil import RateLimitedLog
-from edge_agent.outbox import Outbox, StoredEvent
+from edge_agent.outbox import NewEvent, Outbox, StoredEvent
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
@@ -41,11 +43,71 @@ class Broker(Protocol):
     ) -> int: ...
 
 
+class OutboxWriter:
+    """Group commit: pipelines `submit` events and go on; this thread stores all
+    that has queued up in one transaction (one disk sync), then wakes the
+    dispatcher. An event is on disk within one sync of its decision, and MQTT
+    never sees an event that is not."""
+
+    def __init__(self, outbox: Outbox, on_commit: Callable[[], None], max_batch: int = 500) -> None:
+        self._outbox = outbox
+        self._on_commit = on_commit
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[NewEvent] = queue.SimpleQueue()
+        self._batch: list[NewEvent] = []
+
+    def submit(self, event: NewEvent) -> None:
+        self._queue.put(event)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.step(timeout=0.1)
+
+    def step(self, timeout: float) -> None:
+        """Store what is queued (waiting up to `timeout` for the first event)."""
+        if not self._batch:
+            try:
+                self._batch.append(self._queue.get(timeout=timeout))
+            except queue.Empty:
+                return
+        while len(self._batch) < self._max_batch:
+            try:
+                self._batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            self._outbox.add_many(self._batch)
+        except sqlite3.Error as exc:  # disk full, I/O error: keep the batch, retry
+            limited.error(
+                "outbox-write",
+                "cannot store %d event(s) in the outbox: %s; retrying",
+                len(self._batch),
+                exc,
+            )
+            time.sleep(1.0)
+            return
+        self._batch = []
+        self._on_commit()
+
+    def flush(self) -> None:
+        """Store everything submitted so far (at shutdown, after the pipelines stopped)."""
+        while self._batch or not self._queue.empty():
+            self.step(timeout=0)
+
+
 class Dispatcher:
     """`run` is the thread body. Pipelines call `wake` after adding to the outbox."""
 
-    def __init__(self, outbox: Outbox, broker: Broker, *, window: int = 100) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        broker: Broker,
+        *,
+        window: int = 100,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._outbox = outbox
+        self._clock = clock or time.time  # wall clock, like the outbox's expiry times
         self._broker = broker
         self._window = window
         # Acks arrive on paho's thread; a SimpleQueue hands them over without a
@@ -103,8 +165,7 @@ class Dispatcher:
             else:
                 done.append(event.id)
         if done:
-            self._outbox.ack(done)
-            self.delivered += len(done)
+            self.delivered += self._outbox.ack(done)
 
     def _refuse(self, event: StoredEvent, reason: ReasonCode) -> None:
         self._outbox.dead_letter(event.id, str(reason))
@@ -122,7 +183,7 @@ class Dispatcher:
         if room <= 0:
             return
         for event in self._outbox.pending(after=self._last_sent, limit=room):
-            expiry = event.expires - time.time() if event.expires is not None else None
+            expiry = event.expires - self._clock() if event.expires is not None else None
             if expiry is not None and expiry <= 0:
                 continue  # expired since it was read; the next `pending` removes it
             try:

@@ -34,9 +34,8 @@ class Topics:
     def update(self) -> str:
         return f"{self.prefix}/{self.device}/update"
 
-    @property
-    def commands(self) -> str:
-        return f"{self.prefix}/{self.device}/cmd/#"
+    def command(self, name: str) -> str:
+        return f"{self.prefix}/{self.device}/cmd/{name}"
 
     def event(self, pipeline: str) -> str:
         return f"{self.prefix}/{self.device}/{pipeline}/event"

@@ -8,13 +8,17 @@ crash can neither repeat a number nor leave a gap.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from edge_agent.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ CREATE TABLE IF NOT EXISTS events (
     created REAL NOT NULL,
     expires REAL
 );
+CREATE INDEX IF NOT EXISTS events_expires ON events (expires) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS seqs (pipeline TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
@@ -44,10 +49,22 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+ACK_CHUNK = 500  # ids per DELETE; SQLite allows 32766 parameters
 DELETE_ONE = "DELETE FROM events WHERE id = ? RETURNING LENGTH(payload)"
 DELETE_EXPIRED = (
     "DELETE FROM events WHERE expires IS NOT NULL AND expires <= ? RETURNING LENGTH(payload)"
 )
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to store; `build(seq)` makes its payload once its seq is known."""
+
+    pipeline: str
+    topic: str
+    build: Callable[[int], bytes]
+    qos: int
+    ttl: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +108,7 @@ class Outbox:
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = open_database(path, durability)
+        self._durability = durability
         self._closed = False
         self._last_stats = OutboxStats(0, 0, 0, 0, 0)
         # Kept in memory: counting the table on every add would cost O(depth).
@@ -108,19 +126,30 @@ class Outbox:
         ttl: float | None = None,
     ) -> int:
         """Allocate the pipeline's next seq, build the payload with it, store both."""
+        return self.add_many([NewEvent(pipeline, topic, build, qos, ttl)])[0]
+
+    def add_many(self, events: Sequence[NewEvent]) -> list[int]:
+        """Store several events in one transaction: one disk sync for all of them."""
         now = self._clock()
+        seqs = []
+        last: dict[str, int] = {}
         with self._lock, self._db:
-            seq = self._next_seq(pipeline)
-            payload = build(seq)
-            self._db.execute(
-                "INSERT INTO events (pipeline, seq, topic, payload, qos, created, expires)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (pipeline, seq, topic, payload, qos, now, now + ttl if ttl else None),
-            )
-            self._depth += 1
-            self._bytes += len(payload)
+            for event in events:
+                seq = last.get(event.pipeline) or self._last_seq(event.pipeline)
+                seq = last[event.pipeline] = seq + 1
+                payload = event.build(seq)
+                expires = now + event.ttl if event.ttl else None
+                self._db.execute(
+                    "INSERT INTO events (pipeline, seq, topic, payload, qos, created, expires)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (event.pipeline, seq, event.topic, payload, event.qos, now, expires),
+                )
+                self._depth += 1
+                self._bytes += len(payload)
+                seqs.append(seq)
+            self._db.executemany("INSERT OR REPLACE INTO seqs VALUES (?, ?)", last.items())
             self._enforce_bounds()
-        return seq
+        return seqs
 
     def next_seq(self, pipeline: str) -> int:
         """Allocate a seq without storing an event (QoS 0 events are not kept)."""
@@ -128,10 +157,13 @@ class Outbox:
             return self._next_seq(pipeline)
 
     def _next_seq(self, pipeline: str) -> int:
-        row = self._db.execute("SELECT seq FROM seqs WHERE pipeline = ?", (pipeline,))
-        seq = int((row.fetchone() or (0,))[0]) + 1
+        seq = self._last_seq(pipeline) + 1
         self._db.execute("INSERT OR REPLACE INTO seqs VALUES (?, ?)", (pipeline, seq))
         return seq
+
+    def _last_seq(self, pipeline: str) -> int:
+        row = self._db.execute("SELECT seq FROM seqs WHERE pipeline = ?", (pipeline,))
+        return int((row.fetchone() or (0,))[0])
 
     def _enforce_bounds(self) -> None:
         dropped = 0
@@ -162,22 +194,48 @@ class Outbox:
         """Events after id `after`, oldest first; expired ones are removed and counted."""
         now = self._clock()
         with self._lock, self._db:
-            expired = self._delete(DELETE_EXPIRED, (now,))
+            expired = self._sweep(now)
             if expired:
                 self._count("expired", expired)
                 log.warning("outbox: %d event(s) expired before delivery", expired)
             rows = self._db.execute(
                 "SELECT id, pipeline, seq, topic, payload, qos, expires FROM events"
-                " WHERE id > ? ORDER BY id LIMIT ?",
-                (after, limit),
+                " WHERE id > ? AND (expires IS NULL OR expires > ?) ORDER BY id LIMIT ?",
+                (after, now, limit),
             ).fetchall()
         return [StoredEvent(*row) for row in rows]
 
-    def ack(self, ids: Iterable[int]) -> None:
-        """The broker has the events: forget them (one transaction for many)."""
-        with self._lock, self._db:
-            for event_id in ids:
-                self._delete(DELETE_ONE, (event_id,))
+    @contextmanager
+    def _relaxed_sync(self) -> Iterator[None]:
+        """Deleting acknowledged events needs no disk sync of its own: lost in a
+        power cut, they are only sent once more (at least once), and the next
+        synced commit persists the deletion anyway."""
+        if self._durability != "power-loss":
+            yield
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def _sweep(self, now: float) -> int:
+        """Remove expired events; the partial index on `expires` keeps this cheap
+        when there are none, as the dispatcher asks hundreds of times a second."""
+        return self._delete(DELETE_EXPIRED, (now,))
+
+    def ack(self, ids: Iterable[int]) -> int:
+        """The broker has the events: forget them (one transaction for many).
+        Returns how many were still here (an expired one may be gone already)."""
+        pending = list(ids)
+        deleted = 0
+        with self._lock, self._relaxed_sync(), self._db:
+            for start in range(0, len(pending), ACK_CHUNK):
+                chunk = tuple(pending[start : start + ACK_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                query = f"DELETE FROM events WHERE id IN ({marks}) RETURNING LENGTH(payload)"  # noqa: S608 - only "?" marks
+                deleted += self._delete(query, chunk)
+        return deleted
 
     def dead_letter(self, event_id: int, reason: str) -> None:
         """The broker refused the event: keep it aside with the reason, never retry."""
@@ -187,8 +245,8 @@ class Outbox:
                 " FROM events WHERE id = ?",
                 (reason, self._clock(), event_id),
             )
-            self._delete(DELETE_ONE, (event_id,))
-            self._count("dead", 1)
+            if self._delete(DELETE_ONE, (event_id,)):  # not if it expired meanwhile
+                self._count("dead", 1)
 
     def stats(self) -> OutboxStats:
         """Counts; still answers after `close` (from the last known values)."""
@@ -213,8 +271,14 @@ def open_database(path: Path, durability: Durability) -> sqlite3.Connection:
     aside and replaced by a fresh one: losing a corrupt backlog beats not running."""
     try:
         return _open_checked(path, durability)
+    except sqlite3.OperationalError as exc:
+        # Locked (another agent on the same state_dir?), I/O error, disk full: the
+        # file may be healthy, so it must not be touched.
+        raise ConfigError(f"state_dir: cannot open the outbox {path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        aside = path.with_name(
+            f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        )
         log.error(
             "outbox %s is unreadable (%s); moved it to %s and starting a new one", path, exc, aside
         )

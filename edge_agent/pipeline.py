@@ -15,7 +15,7 @@ import numpy as np
 from edge_agent.errors import InputError, ModelError, PublishError
 from edge_agent.events import ModelInfo, Topics, encode, event_payload, new_event_id, utc_timestamp
 from edge_agent.logutil import RateLimitedLog
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import NewEvent, Outbox
 from edge_agent.policy import Decision, Policy
 from edge_agent.preprocess import ImagePreprocessor, ResizeMode
 from edge_agent.runtime import Model
@@ -58,6 +58,12 @@ class PipelineStats:
         self.events = 0
         self.bytes_out = 0
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._lock = threading.Lock()
+
+    def add_bytes_out(self, count: int) -> None:
+        # Event payloads are built on the outbox writer's thread, state on ours.
+        with self._lock:
+            self.bytes_out += count
 
     def latency_percentiles(self) -> dict[str, float]:
         if not self.latencies_ms:
@@ -79,7 +85,7 @@ class Pipeline:
         policy: Policy,
         sink: MessageSink,
         outbox: Outbox,
-        on_event: Callable[[], None],
+        store: Callable[[NewEvent], None],
         topics: Topics,
         qos: int = 1,
         ttl: float | None = None,
@@ -93,7 +99,7 @@ class Pipeline:
         self._sink = sink
         self._topics = topics
         self._outbox = outbox
-        self._on_event = on_event
+        self._store = store  # the group-commit writer; the outbox itself only for QoS 0
         self._qos = qos
         self._ttl = ttl
         self._image_options = image  # None for sensor pipelines
@@ -199,14 +205,13 @@ class Pipeline:
                     model=self.model_info,
                 )
             )
-            self.stats.bytes_out += len(topic.encode()) + len(payload)
+            self.stats.add_bytes_out(len(topic.encode()) + len(payload))
             return payload
 
         if self._qos == 0:  # fire and forget: not worth a disk write
             self._send(topic, build(self._outbox.next_seq(self.name)), 0, False, count=False)
         else:
-            self._outbox.add(self.name, topic, build, qos=self._qos, ttl=self._ttl)
-            self._on_event()
+            self._store(NewEvent(self.name, topic, build, self._qos, self._ttl))
         self.stats.events += 1
         log.info(
             "%s: %s -> %s (%.2f, %s)",
@@ -225,7 +230,7 @@ class Pipeline:
             limited.error(f"{self.name}-publish", "%s: cannot publish: %s", self.name, exc)
             return
         if count:
-            self.stats.bytes_out += len(topic.encode()) + len(payload)
+            self.stats.add_bytes_out(len(topic.encode()) + len(payload))
 
     def state_payload(self) -> dict[str, Any]:
         """The retained state: the current decision plus counters and bandwidth."""

@@ -61,6 +61,18 @@ class PublisherStats:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
 
+    def sent(self, size: int) -> None:  # the hot path: once per message
+        with self._lock:
+            self.published += 1
+            self.bytes_out += size
+
+    def answered(self, refused: bool) -> None:
+        with self._lock:
+            if refused:
+                self.refused += 1
+            else:
+                self.acknowledged += 1
+
 
 class MqttPublisher:
     """`publish` is the verb; `start` connects in the background (retrying until
@@ -71,6 +83,7 @@ class MqttPublisher:
         self.stats = PublisherStats()
         self.connected = threading.Event()
         self._on_ack: AckHandler | None = None
+        self._commands: dict[str, Callable[[bytes], None]] = {}
         self._stopping = False
         self._client = self._build_client()
 
@@ -102,6 +115,21 @@ class MqttPublisher:
         """Call `handler(mid, reason)` on paho's thread for every acknowledged
         message; it must be quick and take no lock a publishing thread holds."""
         self._on_ack = handler
+
+    def on_command(self, topic: str, handler: Callable[[bytes], None]) -> None:
+        """Subscribe to `topic` (again after every reconnect) and call `handler(payload)`
+        on paho's thread; it must be quick (set an event, no blocking work)."""
+        self._commands[topic] = handler
+        self._client.message_callback_add(topic, self._dispatch_command)
+
+    def _dispatch_command(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            handler = self._commands.get(message.topic)
+            if handler is not None:
+                log.info("command received on %s", message.topic)
+                handler(bytes(message.payload))
+        except Exception:
+            log.exception("error handling command on %s", message.topic)
 
     def start(self) -> None:
         opts = self.options
@@ -146,7 +174,7 @@ class MqttPublisher:
     ) -> mqtt.MQTTMessageInfo:
         info = self._client.publish(topic, payload, qos, retain, properties)
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            self.stats.add(published=1, bytes_out=len(topic.encode()) + len(payload))
+            self.stats.sent(len(topic) + len(payload))  # topics are ASCII in practice
         return info
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -161,10 +189,6 @@ class MqttPublisher:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def in_flight(self) -> int:
-        """Messages handed to paho and not yet acknowledged."""
-        return self.stats.published - self.stats.acknowledged - self.stats.refused
-
     # paho callbacks: run on paho's network thread. An exception here has killed
     # or stalled that thread in past paho versions, so each one catches all.
 
@@ -177,6 +201,8 @@ class MqttPublisher:
             self.stats.add(connects=1)
             self.connected.set()
             self._send(self.options.topics.status, STATUS_ONLINE, 1, True)
+            for topic in self._commands:
+                self._client.subscribe(topic, qos=1)
         except Exception:
             log.exception("error in MQTT connect callback")
 
@@ -205,11 +231,10 @@ class MqttPublisher:
     ) -> None:
         # Takes no lock a publishing thread may hold: paho holds its own here.
         try:
-            if rc is not None and rc.is_failure:
-                self.stats.add(refused=1)
+            refused = rc is not None and rc.is_failure
+            self.stats.answered(refused)
+            if refused:
                 limited.error(f"refused-{rc}", "broker refused message %d: %s", mid, rc)
-            else:
-                self.stats.add(acknowledged=1)
             if self._on_ack is not None:
                 self._on_ack(mid, rc)
         except Exception:

@@ -52,6 +52,38 @@ class OutboxSettings(Strict):
     inflight: int = Field(100, ge=1, le=65_000, description="events awaiting PUBACK at once")
 
 
+class UpdateSettings(Strict):
+    enabled: bool = False
+    manifest_url: str | None = Field(None, description="https://.../manifest.json")
+    keys: list[Path] = Field(default_factory=list, description="trusted Ed25519 public keys (PEM)")
+    interval: float = Field(3600.0, ge=10, description="seconds between checks")
+    jitter: float = Field(0.1, ge=0, le=0.5, description="+/- fraction of the interval")
+    allow_http: bool = Field(False, description="accept a plain http:// manifest_url")
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(30.0, gt=0)
+    max_manifest_bytes: int = Field(1_000_000, ge=1_000)
+    probation_inferences: int = Field(20, ge=1, description="healthy inferences to commit")
+    probation_seconds: float = Field(300.0, gt=0, description="or this long without errors")
+
+    @model_validator(mode="after")
+    def _complete(self) -> UpdateSettings:
+        if self.enabled and not self.manifest_url:
+            raise ValueError("manifest_url is required when updates are enabled")
+        if self.enabled and not self.keys:
+            raise ValueError("keys: at least one public key is required when updates are enabled")
+        url = self.manifest_url or ""
+        if (
+            url
+            and not url.startswith("https://")
+            and not (self.allow_http and url.startswith("http://"))
+        ):
+            raise ValueError("manifest_url must be https:// (or http:// with allow_http = true)")
+        return self
+
+
 class RuntimeSettings(Strict):
     runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow"] = "auto"
     num_threads: int = Field(0, ge=0, description="interpreter threads; 0 = all cores")
@@ -204,6 +236,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     mqtt: MqttSettings = MqttSettings()
     outbox: OutboxSettings = OutboxSettings()
+    update: UpdateSettings = UpdateSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     pipelines: list[PipelineSettings] = Field(min_length=1)
 

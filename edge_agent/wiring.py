@@ -3,7 +3,9 @@ the constructors; components never see a settings object."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -12,7 +14,7 @@ from edge_agent import settings as cfg
 from edge_agent.errors import ConfigError, ModelError
 from edge_agent.events import ModelInfo, Topics
 from edge_agent.labels import align_labels, read_labels
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import NewEvent, Outbox
 from edge_agent.pipeline import ImageOptions, MessageSink, Pipeline
 from edge_agent.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.publisher import MqttOptions
@@ -26,7 +28,10 @@ from edge_agent.sources.camera import (
     MjpegSource,
 )
 from edge_agent.sources.sensor import IioSource, LinesSource, MqttSensorSource
+from edge_agent.update.store import ModelStore
 from edge_agent.windowing import SlidingWindow
+
+log = logging.getLogger(__name__)
 
 CAMERA_KINDS = ("files", "dir", "http", "mjpeg", "command")
 
@@ -52,14 +57,36 @@ def mqtt_options(settings: cfg.Settings) -> MqttOptions:
     )
 
 
-def load_model(settings: cfg.Settings, pipeline: cfg.PipelineSettings) -> Model:
+def model_loader(settings: cfg.Settings) -> Callable[[Path], Model]:
     rt = settings.runtime
-    return Model.load(
-        pipeline.model,
-        runtime=rt.runtime,
-        num_threads=rt.num_threads or None,
-        delegate=rt.delegate,
-    )
+
+    def load(path: Path) -> Model:
+        return Model.load(
+            path, runtime=rt.runtime, num_threads=rt.num_threads or None, delegate=rt.delegate
+        )
+
+    return load
+
+
+def model_name(p: cfg.PipelineSettings) -> str:
+    """The name that ties a pipeline to a model in the update manifest."""
+    return p.model_name or p.model.stem
+
+
+def load_model(
+    settings: cfg.Settings, p: cfg.PipelineSettings, store: ModelStore | None
+) -> tuple[Model, ModelInfo]:
+    """The installed update if there is one, else the configured model file."""
+    load = model_loader(settings)
+    installed = store.current(model_name(p)) if store else None
+    if installed is not None:
+        try:
+            model = load(installed.path)
+            return model, ModelInfo(installed.name, installed.version, installed.sha256)
+        except ModelError as exc:  # a store file damaged on disk: the configured model serves
+            log.error("installed model %s unusable (%s); using %s", installed.path, exc, p.model)
+    model = load(p.model)
+    return model, ModelInfo(model_name(p), p.model_version, model.sha256)
 
 
 def build_outbox(settings: cfg.Settings) -> Outbox:
@@ -78,13 +105,14 @@ def build_outbox(settings: cfg.Settings) -> Outbox:
 def build_pipeline(
     settings: cfg.Settings,
     p: cfg.PipelineSettings,
+    *,
     sink: MessageSink,
     outbox: Outbox,
-    on_event: Callable[[], None],
+    submit: Callable[[NewEvent], None],
+    store: ModelStore | None = None,
 ) -> Pipeline:
     """A ready pipeline; ModelError or ConfigError if its parts cannot be made."""
-    model = load_model(settings, p)
-    info = ModelInfo(p.model_name or p.model.stem, p.model_version, model.sha256)
+    model, info = load_model(settings, p, store)
     is_camera = p.source.kind in CAMERA_KINDS
     image = ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels) if is_camera else None
     policy = build_policy(p, _classes(model))
@@ -101,7 +129,7 @@ def build_pipeline(
             policy=policy,
             sink=sink,
             outbox=outbox,
-            on_event=on_event,
+            store=submit,
             topics=topics_for(settings),
             qos=settings.mqtt.qos if p.qos is None else p.qos,
             ttl=settings.outbox.ttl or None,

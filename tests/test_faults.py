@@ -192,10 +192,10 @@ def test_agent_killed_with_unacknowledged_events_then_restarted(
     durable_broker.stop()
     agent = AgentProcess(config, tmp_path / "a.log")
     deadline = time.monotonic() + 20
-    while "cam: " not in agent.text() or agent.text().count(" -> ") < 30:
+    while not (tmp_path / "state/outbox.db").exists() or outbox_rows(tmp_path) < 30:
         assert time.monotonic() < deadline, agent.text()
         time.sleep(0.1)
-    agent.kill()  # 30 events decided, none acknowledged
+    agent.kill()  # 30 events stored, none acknowledged
     assert outbox_rows(tmp_path) == 30
     durable_broker.start()
     again = AgentProcess(config, tmp_path / "b.log")  # decides 30 more (seq 31-60)

@@ -3,7 +3,6 @@ letters, stats, corruption, durability settings, other processes and threads."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sqlite3
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.errors import ConfigError
 from edge_agent.outbox import Durability, Outbox, OutboxStats
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -355,11 +355,6 @@ def test_an_empty_file_is_a_fresh_outbox(db: Path) -> None:
     assert not list(db.parent.glob("outbox.db.corrupt-*"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: open_database treats any sqlite3.DatabaseError as corruption, including "
-    "OperationalError 'database is locked': a healthy outbox is moved aside, its -wal deleted",
-)
 def test_a_locked_healthy_outbox_is_not_treated_as_corrupt(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -386,8 +381,8 @@ def test_a_locked_healthy_outbox_is_not_treated_as_corrupt(
         assert holder.stdout.readline().strip() == "locked"
         # sqlite3's default busy timeout is 5 s; shorten it, the outcome is the same.
         monkeypatch.setattr(sqlite3, "connect", partial(sqlite3.connect, timeout=0.2))
-        # Refusing to start is fine; throwing the backlog away is not.
-        with contextlib.suppress(sqlite3.OperationalError):
+        # Refusing to start, naming the file, is right; throwing the backlog away is not.
+        with pytest.raises(ConfigError, match="cannot open the outbox"):
             Outbox(db).close()
     finally:
         holder.kill()

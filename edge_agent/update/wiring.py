@@ -1,0 +1,102 @@
+"""Settings -> the update manager, its store and its targets."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from edge_agent import settings as cfg
+from edge_agent import wiring
+from edge_agent.errors import ConfigError
+from edge_agent.events import ModelInfo
+from edge_agent.pipeline import Pipeline
+from edge_agent.update.fetch import Fetcher, FetchOptions
+from edge_agent.update.keys import load_public_key
+from edge_agent.update.manager import Reporter, Target, UpdateManager, UpdateOptions
+from edge_agent.update.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+QUIET_STATES = ("checking", "unchanged", "up_to_date")
+
+
+def build_store(settings: cfg.Settings) -> ModelStore | None:
+    """The model store, after rolling back whatever was on probation when the
+    agent last stopped (a crash or a reboot before the commit)."""
+    if not settings.update.enabled:
+        return None
+    store = ModelStore(settings.state_dir / "updates")
+    for name in store.recover():
+        log.warning("update: %s was on probation when the agent stopped; rolled back", name)
+    return store
+
+
+def build_manager(
+    settings: cfg.Settings,
+    store: ModelStore,
+    pipelines: Sequence[Pipeline],
+    publish: Callable[[dict[str, Any]], None],
+) -> UpdateManager:
+    u = settings.update
+    assert u.manifest_url is not None  # the settings validator makes sure
+    options = UpdateOptions(
+        manifest_url=u.manifest_url,
+        keys=tuple(load_public_key(path) for path in u.keys),
+        device_id=settings.device_id,
+        interval=u.interval,
+        jitter=u.jitter,
+        probation_inferences=u.probation_inferences,
+        probation_seconds=u.probation_seconds,
+    )
+    fetcher = Fetcher(
+        FetchOptions(
+            connect_timeout=u.connect_timeout,
+            read_timeout=u.read_timeout,
+            allow_http=u.allow_http,
+            ca_file=_str(u.ca_file),
+            client_cert=_str(u.client_cert),
+            client_key=_str(u.client_key),
+            max_manifest_bytes=u.max_manifest_bytes,
+        )
+    )
+    return UpdateManager(
+        options, fetcher, store, _targets(settings, pipelines), quiet_reporter(publish)
+    )
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _targets(settings: cfg.Settings, pipelines: Sequence[Pipeline]) -> list[Target]:
+    by_name = {p.name: p for p in pipelines}
+    load = wiring.model_loader(settings)
+    targets: dict[str, Target] = {}
+    for p in settings.pipelines:
+        name = wiring.model_name(p)
+        if name in targets:
+            raise ConfigError(
+                f"pipelines.{p.name}.model_name: {name!r} is used by two pipelines; "
+                "updates need one model name per pipeline"
+            )
+        if p.name in by_name:  # a pipeline whose model failed to load takes no updates
+            info = ModelInfo(name, p.model_version, "")
+            targets[name] = Target(name, by_name[p.name], load, (p.model, info))
+    return list(targets.values())
+
+
+def quiet_reporter(publish: Callable[[dict[str, Any]], None]) -> Reporter:
+    """Publish the update status without repeating "nothing new" every poll (an
+    hourly checking/unchanged pair adds up on a metered link): after a quiet
+    outcome, the next "checking" and the same quiet outcome are not sent again."""
+    last: list[str | None] = [None]
+
+    def report(status: dict[str, Any]) -> None:
+        state = status["state"]
+        if last[0] in QUIET_STATES and (state == "checking" or state == last[0]):
+            return
+        publish(status)
+        last[0] = state
+
+    return report

@@ -1,0 +1,380 @@
+"""The update fetcher against real local HTTP(S) servers: no mocks of the network."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.errors import ConfigError, FetchError, LengthError
+from edge_agent.update.fetch import Fetched, Fetcher, FetchOptions
+
+from .servers import CA, StaticServer, closed_port, make_ca, unresponsive_port
+
+pytestmark = pytest.mark.integration
+
+MODEL = os.urandom(300_000)  # several 64 KiB reads, so a cut lands mid-stream
+MANIFEST = b'{"spec_version": 1, "version": 7}'
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> CA:
+    return make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "manifest.json").write_bytes(MANIFEST)
+    (www / "model.tflite").write_bytes(MODEL)
+    return www
+
+
+@pytest.fixture
+def server(root: Path, ca: CA) -> Iterator[StaticServer]:
+    with StaticServer(root, https=ca.server_cert()) as running:
+        yield running
+
+
+@pytest.fixture
+def fetcher(ca: CA) -> Fetcher:
+    return Fetcher(FetchOptions(ca_file=str(ca.cert_file), connect_timeout=2, read_timeout=0.5))
+
+
+@pytest.fixture
+def part(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "model.part"
+
+
+def meta_of(part: Path) -> Path:
+    return part.with_suffix(".part.meta")
+
+
+def raises_within(seconds: float, kind: type[Exception], call: Callable[[], object]) -> str:
+    """The message of the `kind` that `call` raised, checking it came quickly."""
+    start = time.monotonic()
+    with pytest.raises(kind) as caught:
+        call()
+    assert time.monotonic() - start < seconds
+    return str(caught.value)
+
+
+# --- manifests and small files ----------------------------------------------------
+
+
+def test_manifest_conditional_get_with_etag(server: StaticServer, fetcher: Fetcher) -> None:
+    url = server.url("/manifest.json")
+    first = fetcher.get_manifest(url)
+    assert isinstance(first, Fetched)
+    assert first.body == MANIFEST
+    assert first.etag
+    assert first.last_modified
+    assert "if-none-match" not in server.last_headers("/manifest.json")
+    assert server.last_headers("/manifest.json")["user-agent"].startswith("edge-agent/")
+
+    assert fetcher.get_manifest(url, etag=first.etag) is None
+    assert server.last_headers("/manifest.json")["if-none-match"] == first.etag
+    assert server.last_status("/manifest.json") == 304
+
+
+def test_manifest_conditional_get_with_last_modified(
+    server: StaticServer, fetcher: Fetcher, root: Path
+) -> None:
+    url = server.url("/manifest.json")
+    first = fetcher.get_manifest(url)
+    assert first is not None
+    assert fetcher.get_manifest(url, last_modified=first.last_modified) is None
+    assert server.last_headers("/manifest.json")["if-modified-since"] == first.last_modified
+
+    (root / "manifest.json").write_bytes(b'{"version": 8}')
+    os.utime(root / "manifest.json", (time.time() + 10, time.time() + 10))
+    changed = fetcher.get_manifest(url, etag=first.etag, last_modified=first.last_modified)
+    assert changed is not None
+    assert changed.body == b'{"version": 8}'
+    assert changed.etag != first.etag
+
+
+@pytest.mark.parametrize("behaviour", [None, "forever"])  # Content-Length known / unknown
+def test_manifest_over_the_cap_is_a_length_error(
+    server: StaticServer, ca: CA, behaviour: str | None
+) -> None:
+    server.behave("/manifest.json", behaviour)
+    small = Fetcher(FetchOptions(ca_file=str(ca.cert_file), max_manifest_bytes=10))
+    url = server.url("/manifest.json")
+    assert url in raises_within(5, LengthError, lambda: small.get_manifest(url))
+
+
+def test_get_small_caps_and_detects_short_reads(server: StaticServer, fetcher: Fetcher) -> None:
+    url = server.url("/manifest.json")
+    assert fetcher.get_small(url, len(MANIFEST)) == MANIFEST
+    with pytest.raises(LengthError):
+        fetcher.get_small(url, len(MANIFEST) - 1)
+    server.behave("/manifest.json", "close-early")
+    assert "short read" in raises_within(5, FetchError, lambda: fetcher.get_small(url, 1000))
+
+
+@pytest.mark.parametrize(
+    ("path", "behaviour", "status"),
+    [
+        ("/missing.json", None, "HTTP 404 Not Found"),
+        ("/manifest.json", "status:500", "HTTP 500 Internal Server Error"),
+        ("/manifest.json", "status:403", "HTTP 403 Forbidden"),
+    ],
+)
+def test_http_error_status_is_a_fetch_error(
+    server: StaticServer, fetcher: Fetcher, path: str, behaviour: str | None, status: str
+) -> None:
+    server.behave(path, behaviour)
+    with pytest.raises(FetchError, match=status):
+        fetcher.get_manifest(server.url(path))
+
+
+# --- the network failing underneath -----------------------------------------------
+
+
+def test_connection_refused(fetcher: Fetcher) -> None:
+    url = f"https://127.0.0.1:{closed_port()}/manifest.json"
+    message = raises_within(5, FetchError, lambda: fetcher.get_manifest(url))
+    assert url in message
+    assert "connection refused" in message
+
+
+def test_connect_timeout_covers_the_tls_handshake(ca: CA) -> None:
+    """A peer that accepts TCP but never speaks TLS fails after connect_timeout,
+    not read_timeout."""
+    slow_reads = Fetcher(
+        FetchOptions(ca_file=str(ca.cert_file), connect_timeout=0.5, read_timeout=60)
+    )
+    with unresponsive_port() as port:
+        call = lambda: slow_reads.get_manifest(f"https://127.0.0.1:{port}/m")  # noqa: E731
+        assert "connecting: timed out after 0.5 s" in raises_within(3, FetchError, call)
+
+
+def test_read_timeout_when_the_server_never_answers(server: StaticServer, fetcher: Fetcher) -> None:
+    server.behave("/manifest.json", "silent")
+    call = lambda: fetcher.get_manifest(server.url("/manifest.json"))  # noqa: E731
+    assert "timed out after 0.5 s" in raises_within(3, FetchError, call)
+
+
+# --- downloads --------------------------------------------------------------------
+
+
+def test_download_exact_length_is_fsynced(
+    server: StaticServer, fetcher: Fetcher, part: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    part.parent.mkdir()
+    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    assert part.read_bytes() == MODEL
+    assert part.stat().st_ino in synced
+    assert not meta_of(part).exists()  # the sidecar only lives as long as the partial
+
+
+def test_stall_mid_body_fails_after_read_timeout_and_keeps_the_partial(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    part.parent.mkdir()
+    server.behave("/model.tflite", "stall")
+    call = lambda: fetcher.download(server.url("/model.tflite"), part, len(MODEL))  # noqa: E731
+    assert "timed out after 0.5 s" in raises_within(3, FetchError, call)
+    assert 0 < part.stat().st_size < len(MODEL)
+
+
+def test_endless_body_stops_at_length_plus_one(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    part.parent.mkdir()
+    server.behave("/model.tflite", "forever")
+    call = lambda: fetcher.download(server.url("/model.tflite"), part, 1000)  # noqa: E731
+    assert server.url("/model.tflite") in raises_within(5, LengthError, call)
+    assert part.stat().st_size <= 1001
+
+
+def test_announced_wrong_length_is_refused_before_writing(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    part.parent.mkdir()
+    for length in (len(MODEL) - 1, len(MODEL) + 1):
+        with pytest.raises(LengthError, match="announces"):
+            fetcher.download(server.url("/model.tflite"), part, length)
+    assert not part.exists()
+
+
+def interrupted(server: StaticServer, fetcher: Fetcher, part: Path) -> int:
+    """Leave a half download behind, as a link that dropped would; its size."""
+    part.parent.mkdir(exist_ok=True)
+    server.behave("/model.tflite", "close-early", times=1)
+    with pytest.raises(FetchError, match="short read"):
+        fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    size = part.stat().st_size
+    assert 0 < size < len(MODEL)
+    assert meta_of(part).exists()
+    return size
+
+
+def test_resume_after_the_server_closed_early(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    size = interrupted(server, fetcher, part)
+    etag = json.loads(meta_of(part).read_text())["etag"]
+    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    headers = server.last_headers("/model.tflite")
+    assert headers["range"] == f"bytes={size}-"
+    assert headers["if-range"] == etag
+    assert server.last_status("/model.tflite") == 206
+    assert part.read_bytes() == MODEL
+    assert not meta_of(part).exists()
+
+
+def test_partial_of_another_url_is_not_resumed(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    interrupted(server, fetcher, part)
+    fetcher.download(server.url("/model.tflite?mirror=2"), part, len(MODEL))
+    assert "range" not in server.last_headers("/model.tflite")
+    assert part.read_bytes() == MODEL
+
+
+def test_server_ignoring_range_restarts_from_zero(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    interrupted(server, fetcher, part)
+    server.behave("/model.tflite", "ignore-range")
+    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    assert "range" in server.last_headers("/model.tflite")
+    assert server.last_status("/model.tflite") == 200
+    assert part.read_bytes() == MODEL
+
+
+def test_file_changed_since_the_partial_restarts_from_zero(
+    server: StaticServer, fetcher: Fetcher, part: Path, root: Path
+) -> None:
+    interrupted(server, fetcher, part)
+    new_model = os.urandom(len(MODEL))
+    (root / "model.tflite").write_bytes(new_model)  # same length, new ETag
+    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    assert server.last_status("/model.tflite") == 200  # If-Range did not match
+    assert part.read_bytes() == new_model
+
+
+def test_partial_longer_than_length_is_discarded(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    part.parent.mkdir()
+    part.write_bytes(b"x" * (len(MODEL) + 10))
+    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    assert "range" not in server.last_headers("/model.tflite")
+    assert part.read_bytes() == MODEL
+
+
+def test_complete_partial_needs_no_request(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    part.parent.mkdir()
+    part.write_bytes(MODEL)
+    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    assert server.count("/model.tflite") == 0
+
+
+# --- schemes, TLS and redirects ---------------------------------------------------
+
+
+def test_plain_http_refused_unless_allowed(root: Path, part: Path) -> None:
+    with StaticServer(root) as plain:
+        url = plain.url("/manifest.json")
+        with pytest.raises(FetchError, match="allow_http"):
+            Fetcher(FetchOptions()).get_manifest(url)
+        assert plain.count("/manifest.json") == 0
+        fetched = Fetcher(FetchOptions(allow_http=True)).get_manifest(url)
+        assert fetched is not None
+        assert fetched.body == MANIFEST
+
+
+def test_https_with_the_throwaway_ca(server: StaticServer, fetcher: Fetcher) -> None:
+    for host in ("127.0.0.1", "localhost"):
+        assert fetcher.get_small(server.url("/manifest.json", host=host), 1000) == MANIFEST
+
+
+def test_https_with_system_cas_rejects_the_throwaway_ca(server: StaticServer) -> None:
+    with pytest.raises(FetchError, match="certificate verify failed"):
+        Fetcher(FetchOptions()).get_manifest(server.url("/manifest.json"))
+
+
+@pytest.mark.parametrize(
+    ("hosts", "expired", "reason"),
+    [
+        (("other.example",), False, "mismatch"),
+        (("127.0.0.1", "localhost"), True, "expired"),
+    ],
+)
+def test_bad_server_certificates(
+    root: Path, ca: CA, fetcher: Fetcher, hosts: tuple[str, ...], expired: bool, reason: str
+) -> None:
+    with StaticServer(root, https=ca.server_cert(hosts, expired=expired)) as bad:
+        with pytest.raises(FetchError, match=f"certificate verify failed: .*{reason}"):
+            fetcher.get_manifest(bad.url("/manifest.json"))
+        assert bad.count("/manifest.json") == 0
+
+
+def test_mutual_tls(root: Path, ca: CA, fetcher: Fetcher) -> None:
+    device = ca.client_cert()
+    with_cert = Fetcher(
+        FetchOptions(
+            ca_file=str(ca.cert_file), client_cert=str(device.cert), client_key=str(device.key)
+        )
+    )
+    with StaticServer(root, https=ca.server_cert(), client_ca=ca) as strict:
+        url = strict.url("/manifest.json")
+        assert with_cert.get_small(url, 1000) == MANIFEST
+        with pytest.raises(FetchError, match="TLS error"):
+            fetcher.get_small(url, 1000)
+
+
+def test_redirects(root: Path, ca: CA, server: StaticServer, fetcher: Fetcher) -> None:
+    server.behave("/moved.json", "redirect:/manifest.json")
+    assert fetcher.get_small(server.url("/moved.json"), 1000) == MANIFEST
+
+    server.behave("/loop.json", "redirect:/loop.json")
+    with pytest.raises(FetchError, match="more than 5 redirects"):
+        fetcher.get_small(server.url("/loop.json"), 1000)
+    assert server.count("/loop.json") == 6
+
+    with StaticServer(root) as plain:
+        server.behave("/down.json", f"redirect:{plain.url('/manifest.json')}")
+        lenient = Fetcher(FetchOptions(allow_http=True, ca_file=str(ca.cert_file)))
+        with pytest.raises(FetchError, match="refusing a redirect from https to http"):
+            lenient.get_small(server.url("/down.json"), 1000)
+        assert plain.count("/manifest.json") == 0
+
+
+def test_bad_tls_files_are_config_errors_naming_the_file(ca: CA, tmp_path: Path) -> None:
+    device = ca.client_cert()
+    other = ca.client_cert()
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    missing = str(tmp_path / "missing.pem")
+    cases = [
+        (FetchOptions(ca_file=missing), missing),
+        (FetchOptions(ca_file=str(junk)), str(junk)),
+        (FetchOptions(client_cert=missing, client_key=str(device.key)), missing),
+        (FetchOptions(client_cert=str(junk), client_key=str(device.key)), str(junk)),
+        (FetchOptions(client_cert=str(device.cert), client_key=str(junk)), str(junk)),
+        (FetchOptions(client_cert=str(device.cert), client_key=str(other.key)), str(other.key)),
+        (FetchOptions(client_key=str(device.key)), str(device.key)),
+    ]
+    for options, named in cases:
+        with pytest.raises(ConfigError) as caught:
+            Fetcher(options)
+        assert named in str(caught.value)
