@@ -91,7 +91,9 @@ class FakeClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     """One wall clock for the outbox (injected) and the dispatcher (patched)."""
     fake = FakeClock()
-    monkeypatch.setattr(delivery, "time", SimpleNamespace(time=fake, monotonic=time.monotonic))
+    monkeypatch.setattr(
+        delivery, "time", SimpleNamespace(time=fake, monotonic=time.monotonic, sleep=time.sleep)
+    )
     return fake
 
 
