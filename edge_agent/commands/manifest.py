@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 Fetch = Callable[[str], bytes]  # a URL to its bytes; raises FetchError
 DEFAULT_PRIVATE = Path("update-key.pem")
 DEFAULT_PUBLIC = Path("update-key.pub")
+MAX_REMOTE_FILE = 2**31  # verify reads models whole; the manifest's lengths are checked after
 _DURATION = re.compile(r"([1-9][0-9]*)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -52,7 +53,9 @@ def add_manifest_commands(commands: Any) -> None:
     sign.add_argument("--key", type=Path, default=DEFAULT_PRIVATE, help="private key (%(default)s)")
     sign.set_defaults(handler="manifest:cmd_sign")
     verify = actions.add_parser("verify", help="check a manifest as a device would")
-    verify.add_argument("manifest", metavar="MANIFEST", help="path to manifest.json")
+    verify.add_argument(
+        "manifest", metavar="MANIFEST", help="path or https:// URL of manifest.json"
+    )
     verify.add_argument(
         "--key", type=Path, action="append", help="trusted public key, repeatable (update-key.pub)"
     )
@@ -60,6 +63,8 @@ def add_manifest_commands(commands: Any) -> None:
     verify.add_argument(
         "--check-files", action="store_true", help="also check the files the manifest lists"
     )
+    verify.add_argument("--ca-file", help="CA bundle for an https:// URL (as the device's)")
+    verify.add_argument("--allow-http", action="store_true", help="accept an http:// URL")
     verify.set_defaults(handler="manifest:cmd_verify")
 
 
@@ -213,7 +218,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from edge_agent.update.keys import load_public_key  # noqa: PLC0415 - lazy, see above
 
     keys = [load_public_key(path) for path in args.key or [DEFAULT_PUBLIC]]
-    url, fetch = _locate(args.manifest)
+    url, fetch = _locate(args)
     now = datetime.now(timezone.utc)
     try:
         verdict = verify_location(
@@ -226,11 +231,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _locate(source: str) -> tuple[str, Fetch]:
-    """The manifest's URL and the fetcher that reads it: the plug for a URL form."""
-    if urlsplit(source).scheme in ("http", "https"):
-        raise ConfigError(f"{source}: verify reads a local manifest; URLs are not supported yet")
-    return Path(source).resolve().as_uri(), read_local
+def _locate(args: argparse.Namespace) -> tuple[str, Fetch]:
+    """The manifest's URL and what reads it: a local file, or the device's own HTTP
+    client (same TLS rules, same size caps) for an http(s) URL."""
+    source: str = args.manifest
+    if urlsplit(source).scheme not in ("http", "https"):
+        return Path(source).resolve().as_uri(), read_local
+    from edge_agent.update.fetch import Fetcher, FetchOptions  # noqa: PLC0415 - lazy
+
+    fetcher = Fetcher(FetchOptions(allow_http=args.allow_http, ca_file=args.ca_file))
+
+    def fetch(url: str) -> bytes:
+        return fetcher.get_small(url, MAX_REMOTE_FILE)
+
+    return source, fetch
 
 
 def read_local(url: str) -> bytes:
