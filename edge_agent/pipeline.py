@@ -116,10 +116,13 @@ class Pipeline:
             )
         self.model, self.model_info, self._image = model, info, image
 
-    def swap_model(self, model: Model, info: ModelInfo) -> None:
-        """Replace the model between two inferences; no input is dropped."""
+    def swap_model(self, model: Model, info: ModelInfo, policy: Policy | None = None) -> None:
+        """Replace the model (and the policy, when new labels came with it) between
+        two inferences; no input is dropped."""
         with self._swap_lock:
             self._install(model, info)
+            if policy is not None:
+                self.policy = policy
 
     def run(self, stop: threading.Event) -> None:
         log.info(

@@ -75,18 +75,20 @@ def model_name(p: cfg.PipelineSettings) -> str:
 
 def load_model(
     settings: cfg.Settings, p: cfg.PipelineSettings, store: ModelStore | None
-) -> tuple[Model, ModelInfo]:
-    """The installed update if there is one, else the configured model file."""
+) -> tuple[Model, ModelInfo, Path | None]:
+    """The installed update if there is one (with its labels, if it brought any),
+    else the configured model file."""
     load = model_loader(settings)
     installed = store.current(model_name(p)) if store else None
     if installed is not None:
         try:
             model = load(installed.path)
-            return model, ModelInfo(installed.name, installed.version, installed.sha256)
+            info = ModelInfo(installed.name, installed.version, installed.sha256)
+            return model, info, installed.labels
         except ModelError as exc:  # a store file damaged on disk: the configured model serves
             log.error("installed model %s unusable (%s); using %s", installed.path, exc, p.model)
     model = load(p.model)
-    return model, ModelInfo(model_name(p), p.model_version, model.sha256)
+    return model, ModelInfo(model_name(p), p.model_version, model.sha256), None
 
 
 def build_outbox(settings: cfg.Settings) -> Outbox:
@@ -112,10 +114,10 @@ def build_pipeline(
     store: ModelStore | None = None,
 ) -> Pipeline:
     """A ready pipeline; ModelError or ConfigError if its parts cannot be made."""
-    model, info = load_model(settings, p, store)
+    model, info, labels = load_model(settings, p, store)
     is_camera = p.source.kind in CAMERA_KINDS
     image = ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels) if is_camera else None
-    policy = build_policy(p, _classes(model))
+    policy = build_policy(p, _classes(model), labels)
     try:
         source = build_source(settings, p)
     except ValueError as exc:
@@ -144,7 +146,8 @@ def _classes(model: Model) -> int:
     return int(model.outputs[0].shape[-1]) if model.outputs[0].shape else 1
 
 
-def build_policy(p: cfg.PipelineSettings, classes: int) -> Policy:
+def build_policy(p: cfg.PipelineSettings, classes: int, labels: Path | None = None) -> Policy:
+    """The pipeline's policy; `labels` replaces the configured labels file (an update's)."""
     pol = p.policy
     timing: dict[str, Any] = {
         "smoothing": pol.smoothing,
@@ -162,9 +165,10 @@ def build_policy(p: cfg.PipelineSettings, classes: int) -> Policy:
                 off_state=pol.off_state,
                 **timing,
             )
-        labels = align_labels(read_labels(p.labels) if p.labels else None, classes, str(p.labels))
+        path = labels or p.labels
+        names = align_labels(read_labels(path) if path else None, classes, str(path))
         return ClassificationPolicy(
-            labels,
+            names,
             threshold=pol.threshold,
             off_threshold=pol.off_threshold,
             states=pol.states,

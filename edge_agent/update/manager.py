@@ -18,9 +18,17 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.errors import EdgeAgentError, FetchError, ModelError, SelfTestError, UpdateError
+from edge_agent.errors import (
+    ConfigError,
+    EdgeAgentError,
+    FetchError,
+    ModelError,
+    SelfTestError,
+    UpdateError,
+)
 from edge_agent.events import ModelInfo, utc_timestamp
 from edge_agent.pipeline import Pipeline
+from edge_agent.policy import Policy
 from edge_agent.preprocess import ImagePreprocessor
 from edge_agent.runtime import Model
 from edge_agent.update.fetch import Fetcher
@@ -61,6 +69,8 @@ class Target:
     pipeline: Pipeline
     load: ModelLoader
     configured: tuple[Path, ModelInfo]  # what to fall back to when nothing installed is left
+    # The pipeline's policy for a labels file; None: the policy does not use labels.
+    make_policy: Callable[[Path | None], Policy] | None = None
 
 
 @dataclass
@@ -177,8 +187,10 @@ class UpdateManager:
         labels = self._small(entry.labels.url, entry.labels) if entry.labels else None
         model = self._tested(entry, target, part, labels)
         installed = self._store.install(entry.name, entry.version, entry.file.sha256, part, labels)
+        policy = self._policy(target, installed.labels) if labels else None
         self._store.activate(entry.name, installed)  # on disk before it serves: a crash rolls back
-        target.pipeline.swap_model(model, ModelInfo(entry.name, entry.version, entry.file.sha256))
+        info = ModelInfo(entry.name, entry.version, entry.file.sha256)
+        target.pipeline.swap_model(model, info, policy)
         stats = target.pipeline.stats
         self._probation[entry.name] = Probation(
             target, installed, time.monotonic(), stats.inferences, stats.model_errors
@@ -200,6 +212,15 @@ class UpdateManager:
             golden_top1=entry.golden_top1,
             labels=names,
         )
+
+    @staticmethod
+    def _policy(target: Target, labels: Path | None) -> Policy | None:
+        if target.make_policy is None:
+            return None
+        try:
+            return target.make_policy(labels)
+        except ConfigError as exc:
+            raise SelfTestError(f"the new labels do not fit the pipeline's policy: {exc}") from exc
 
     @staticmethod
     def _golden_tensor(data: bytes, target: Target) -> np.ndarray:
@@ -237,11 +258,15 @@ class UpdateManager:
         del self._probation[name]
         restored = self._store.rollback(name)
         path, info = trial.target.configured
+        labels = None
         if restored is not None:
             path, info = restored.path, ModelInfo(name, restored.version, restored.sha256)
+            labels = restored.labels
         try:
-            trial.target.pipeline.swap_model(trial.target.load(path), info)
-        except ModelError as exc:
+            make = trial.target.make_policy
+            policy = make(labels) if make is not None else None
+            trial.target.pipeline.swap_model(trial.target.load(path), info, policy)
+        except (ModelError, ConfigError) as exc:
             log.error("update: cannot restore %s from %s: %s", name, path, exc)
         self._report("rolled_back", reason, model=trial.model)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from edge_agent import settings as cfg
@@ -11,6 +12,7 @@ from edge_agent import wiring
 from edge_agent.errors import ConfigError
 from edge_agent.events import ModelInfo
 from edge_agent.pipeline import Pipeline
+from edge_agent.policy import Policy
 from edge_agent.update.fetch import Fetcher, FetchOptions
 from edge_agent.update.keys import load_public_key
 from edge_agent.update.manager import Reporter, Target, UpdateManager, UpdateOptions
@@ -81,9 +83,20 @@ def _targets(settings: cfg.Settings, pipelines: Sequence[Pipeline]) -> list[Targ
                 "updates need one model name per pipeline"
             )
         if p.name in by_name:  # a pipeline whose model failed to load takes no updates
+            pipeline = by_name[p.name]
             info = ModelInfo(name, p.model_version, "")
-            targets[name] = Target(name, by_name[p.name], load, (p.model, info))
+            targets[name] = Target(
+                name, pipeline, load, (p.model, info), _policy_maker(p, pipeline)
+            )
     return list(targets.values())
+
+
+def _policy_maker(p: cfg.PipelineSettings, pipeline: Pipeline) -> Callable[[Path | None], Policy]:
+    def make(labels: Path | None) -> Policy:
+        classes = int(pipeline.model.outputs[0].shape[-1]) if pipeline.model.outputs[0].shape else 1
+        return wiring.build_policy(p, classes, labels)
+
+    return make
 
 
 def quiet_reporter(publish: Callable[[dict[str, Any]], None]) -> Reporter:

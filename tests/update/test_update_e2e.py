@@ -16,6 +16,7 @@ import pytest
 from edge_agent.agent import Agent
 from edge_agent.cli import main as edge_agent
 from edge_agent.settings import load_settings
+from edge_agent.sources.base import Frame
 from tests.broker import Mosquitto
 from tests.conftest import BROKEN, DEMO_MODELS
 from tests.subscriber import Subscriber
@@ -26,6 +27,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.runtime]
 SHAPES = DEMO_MODELS / "shapes_int8.tflite"
 
 
+def cli(*args: str | Path) -> None:
+    assert edge_agent([str(a) for a in args]) == 0, args
+
+
 class Site:
     """The operator's side: a signing key and a directory a static server publishes."""
 
@@ -33,44 +38,32 @@ class Site:
         self.root, self.keys = root, keys
         root.mkdir()
         keys.mkdir()
-        assert (
-            edge_agent(
-                [
-                    "manifest",
-                    "keygen",
-                    "--private",
-                    str(keys / "key.pem"),
-                    "--public",
-                    str(keys / "key.pub"),
-                ]
-            )
-            == 0
-        )
+        cli("manifest", "keygen", "--private", keys / "key.pem", "--public", keys / "key.pub")
 
-    def publish(self, model: bytes, version: int, name: str = "shapes") -> None:
+    def publish(
+        self, model: bytes, version: int, name: str = "shapes", labels: str | None = None
+    ) -> None:
         path = self.root / f"{name}-{version}.tflite"
         path.write_bytes(model)
         manifest = self.root / "manifest.json"
-        assert (
-            edge_agent(
-                [
-                    "manifest",
-                    "create",
-                    str(path),
-                    "--name",
-                    f"{name}={path}",
-                    "--version",
-                    str(version),
-                    "-o",
-                    str(manifest),
-                ]
-            )
-            == 0
+        extra: list[str | Path] = []
+        if labels is not None:
+            labels_file = self.root / f"{name}-{version}.txt"
+            labels_file.write_text(labels, encoding="utf-8")
+            extra = ["--labels", f"{name}={labels_file}"]
+        cli(
+            "manifest",
+            "create",
+            path,
+            "--name",
+            f"{name}={path}",
+            "--version",
+            str(version),
+            "-o",
+            manifest,
+            *extra,
         )
-        assert (
-            edge_agent(["manifest", "sign", str(manifest), "--key", str(self.keys / "key.pem")])
-            == 0
-        )
+        cli("manifest", "sign", manifest, "--key", self.keys / "key.pem")
 
 
 @pytest.fixture
@@ -213,3 +206,35 @@ def test_a_crash_during_probation_rolls_back_at_the_next_start(
         assert again.pipelines[0].model_info.version == "1"  # rolled back at start-up
     finally:
         again.outbox.close()
+
+
+def test_labels_that_come_with_an_update_rename_the_decisions(
+    broker: Mosquitto, tmp_path: Path, site: Site, server: StaticServer, ca: CA
+) -> None:
+    config = agent_config(broker, tmp_path, server, site, ca)
+    config["update"]["probation_inferences"] = 5
+    sub = Subscriber(broker.port, "edge/dev1/#")
+    running = Running(config)
+    try:
+        site.publish(SHAPES.read_bytes() + b"\0" * 16, version=2, labels="nothing\nball\nbox\n")
+        ask_for_update(broker)
+        sub.wait_for(lambda s: "committed" in statuses(s), timeout=30)
+        sub.wait_for(lambda s: len(labels_of_version(s, "2")) >= 2)
+        assert labels_of_version(sub, "2") <= {"nothing", "ball", "box"}
+    finally:
+        running.close()
+        sub.close()
+    again = Agent(load_settings(None, config))  # after a restart: the installed labels
+    try:
+        frame = Frame((DEMO_MODELS / "samples/camera/frame_015.jpg").read_bytes(), "test", 0.0)
+        again.pipelines[0].process(frame)  # debounce = 2: the second one decides
+        decision = again.pipelines[0].process(frame)
+        assert decision is not None
+        assert decision.label == "ball"
+    finally:
+        again.outbox.close()
+
+
+def labels_of_version(sub: Subscriber, version: str) -> set[str]:
+    events = [m.json() for m in sub.on("/cam/event")]
+    return {e["label"] for e in events if e["model"]["version"] == version}
