@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -90,6 +91,7 @@ class Pipeline:
         qos: int = 1,
         ttl: float | None = None,
         image: ImageOptions | None = None,
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         """`image` options make this a camera pipeline (frames are decoded for the model)."""
         self.name = name
@@ -103,6 +105,7 @@ class Pipeline:
         self._qos = qos
         self._ttl = ttl
         self._image_options = image  # None for sensor pipelines
+        self._on_progress = on_progress
         self._since: float | None = None
         self._swap_lock = threading.Lock()
         self._install(model, model_info)
@@ -132,29 +135,104 @@ class Pipeline:
             self.model_info.version,
         )
         try:
-            while not stop.is_set():
-                try:
-                    item = self.source.read(timeout=0.5)
-                except SourceExhausted:
-                    log.info(
-                        "pipeline %s: source %s has no more input", self.name, self.source.name
-                    )
-                    return
-                if item is not None:
-                    self.process(item)
+            if self._image is None:
+                self._run_in_turn(stop)
+            else:
+                self._run_decode_ahead(stop)
         finally:
             # The retained state should end with the final counters, not those
             # of the last event.
             self.publish_state()
+
+    def _next_item(self) -> Item | None:
+        """The next input; raises SourceExhausted at the end of a finite source."""
+        item = self.source.read(timeout=0.5)
+        if self._on_progress is not None:
+            self._on_progress()  # the loop is alive, input or not (watchdog)
+        return item
+
+    def _run_in_turn(self, stop: threading.Event) -> None:
+        """Sensors: windows are small, so read, infer, read... on this thread."""
+        while not stop.is_set():
+            try:
+                item = self._next_item()
+            except SourceExhausted:
+                self._exhausted()
+                return
+            if item is not None:
+                self.process(item)
+
+    def _run_decode_ahead(self, stop: threading.Event) -> None:
+        """Cameras: a second thread reads and decodes frame N+1 while this one runs
+        frame N through the model (both Pillow's decoder and invoke() release the
+        GIL). The hand-over holds one frame, so nothing stale piles up."""
+        handoff: queue.Queue[tuple[Item, np.ndarray] | None] = queue.Queue(maxsize=1)
+        decoder = threading.Thread(
+            target=self._decode, args=(stop, handoff), name=f"decode-{self.name}", daemon=True
+        )
+        decoder.start()
+        try:
+            while not stop.is_set():
+                try:
+                    ready = handoff.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if ready is None:
+                    return
+                self._infer(*ready)
+        finally:
+            decoder.join(timeout=5)
+
+    def _decode(
+        self, stop: threading.Event, handoff: queue.Queue[tuple[Item, np.ndarray] | None]
+    ) -> None:
+        ready: tuple[Item, np.ndarray] | None
+        while not stop.is_set():
+            try:
+                item = self._next_item()
+            except SourceExhausted:
+                self._exhausted()
+                ready = None
+            else:
+                if item is None:
+                    continue
+                tensor = self._prepared(item)
+                if tensor is None:
+                    continue
+                ready = (item, tensor)
+            while not stop.is_set():
+                try:
+                    handoff.put(ready, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+            if ready is None:
+                return
+
+    def _exhausted(self) -> None:
+        log.info("pipeline %s: source %s has no more input", self.name, self.source.name)
 
     def publish_state(self) -> None:
         self._send(self._topics.state(self.name), encode(self.state_payload()), 1, True)
 
     def process(self, item: Item) -> Decision | None:
         """One input through the model and the policy; bad inputs are counted and skipped."""
+        tensor = self._prepared(item)
+        return None if tensor is None else self._infer(item, tensor)
+
+    def _prepared(self, item: Item) -> np.ndarray | None:
+        try:
+            return self._prepare(item)
+        except InputError as exc:
+            self.stats.input_errors += 1
+            limited.warning(
+                f"{self.name}-input", "%s: skipped input from %s: %s", self.name, item.origin, exc
+            )
+            return None
+
+    def _infer(self, item: Item, tensor: np.ndarray) -> Decision | None:
         with self._swap_lock:
             try:
-                tensor = self._prepare(item)
                 start = time.perf_counter()
                 outputs = self.model.infer(tensor)
                 self.stats.latencies_ms.append((time.perf_counter() - start) * 1000.0)
@@ -163,7 +241,7 @@ class Pipeline:
                 self.stats.input_errors += 1
                 limited.warning(
                     f"{self.name}-input",
-                    "%s: skipped input from %s: %s",
+                    "%s: input from %s does not fit: %s",
                     self.name,
                     item.origin,
                     exc,

@@ -21,7 +21,7 @@ from .broker import Mosquitto
 from .conftest import DEMO_MODELS
 from .subscriber import Subscriber
 
-pytestmark = [pytest.mark.integration, pytest.mark.runtime]
+pytestmark = pytest.mark.integration
 
 SHAPES = DEMO_MODELS / "shapes_int8.tflite"
 FRAMES = DEMO_MODELS / "samples" / "camera"

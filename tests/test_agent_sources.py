@@ -25,7 +25,7 @@ from .broker import Mosquitto
 from .conftest import DEMO_MODELS
 from .subscriber import Subscriber
 
-pytestmark = [pytest.mark.integration, pytest.mark.runtime]
+pytestmark = pytest.mark.integration
 
 CIRCLE = (DEMO_MODELS / "samples/camera/frame_015.jpg").read_bytes()
 VIBRATION = (DEMO_MODELS / "samples/vibration.csv").read_text().splitlines()

@@ -15,7 +15,7 @@ from .broker import Mosquitto, free_port
 from .conftest import DEMO_MODELS, PROJECT
 from .subscriber import Subscriber
 
-pytestmark = [pytest.mark.integration, pytest.mark.runtime]
+pytestmark = pytest.mark.integration
 
 CONFIG = """
 device_id = "dev1"

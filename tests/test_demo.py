@@ -8,7 +8,7 @@ import pytest
 
 from .conftest import PROJECT
 
-pytestmark = [pytest.mark.integration, pytest.mark.runtime]
+pytestmark = pytest.mark.integration
 
 
 def test_demo_shows_decisions_arriving_over_mqtt() -> None:

@@ -19,7 +19,7 @@ from .broker import Mosquitto
 from .conftest import DEMO_MODELS, PROJECT
 from .subscriber import Subscriber
 
-pytestmark = [pytest.mark.integration, pytest.mark.runtime]
+pytestmark = pytest.mark.integration
 
 EMPTY = (DEMO_MODELS / "samples/camera/frame_000.jpg").read_bytes()
 CIRCLE = (DEMO_MODELS / "samples/camera/frame_015.jpg").read_bytes()

@@ -22,7 +22,7 @@ from tests.conftest import BROKEN, DEMO_MODELS
 from tests.subscriber import Subscriber
 from tests.update.servers import CA, StaticServer, make_ca
 
-pytestmark = [pytest.mark.integration, pytest.mark.runtime]
+pytestmark = pytest.mark.integration
 
 SHAPES = DEMO_MODELS / "shapes_int8.tflite"
 

@@ -1,0 +1,287 @@
+"""An operator's update site and a device's update side, for the adversarial tests.
+
+`Site` is the operator: keys and a manifest made with the real CLI, or rewritten
+and signed by hand where the CLI (rightly) refuses. `Device` is what
+`edge_agent.update.wiring` builds, made directly: a real `UpdateManager`,
+`Fetcher` and `ModelStore`, and a real (never started) camera `Pipeline` serving
+shapes. `child_main` runs one check of such a device in a child process, which
+the tests SIGKILL or starve of disk:
+
+    python -c "from tests.update.fixtures import child_main; child_main()" CONFIG_JSON
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import resource
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from edge_agent.cli import main as edge_agent
+from edge_agent.events import ModelInfo, Topics
+from edge_agent.fsutil import atomic_write
+from edge_agent.outbox import NewEvent, Outbox
+from edge_agent.pipeline import ImageOptions, Pipeline
+from edge_agent.policy import ClassificationPolicy
+from edge_agent.runtime import Model
+from edge_agent.sources.camera import FilesSource
+from edge_agent.update import keys
+from edge_agent.update import store as store_module
+from edge_agent.update.fetch import Fetcher, FetchOptions
+from edge_agent.update.manager import Target, UpdateManager, UpdateOptions
+from edge_agent.update.store import InstalledModel, ModelStore
+from tests.conftest import DEMO_MODELS
+
+NAME = "shapes"
+SHAPES = DEMO_MODELS / "shapes_int8.tflite"
+LABELS = DEMO_MODELS / "shapes_labels.txt"
+MANIFEST = "/manifest.json"
+_SERIAL = itertools.count()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def padded(extra: int) -> bytes:
+    """shapes_int8 with `extra` zero bytes appended: the same network, other bytes."""
+    return SHAPES.read_bytes() + bytes(extra)
+
+
+class Site:
+    """The operator's side, made with the real CLI like test_update_e2e's: signing
+    keys (`<name>.pem` / `<name>.pub` in `keys`) and the directory a server publishes."""
+
+    def __init__(self, root: Path, keys_dir: Path) -> None:
+        self.root, self.keys = root, keys_dir
+        root.mkdir(parents=True)
+        keys_dir.mkdir(parents=True)
+        self.keygen("key")
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def signature(self) -> Path:
+        return self.root / "manifest.json.sig"
+
+    def public(self, key: str = "key") -> Path:
+        return self.keys / f"{key}.pub"
+
+    def keygen(self, key: str) -> Path:
+        """A new key pair; returns the public key, what a device is configured with."""
+        private = str(self.keys / f"{key}.pem")
+        cli(["manifest", "keygen", "--private", private, "--public", str(self.public(key))])
+        return self.public(key)
+
+    def publish(
+        self, model: bytes, version: int, *options: str, key: str = "key", labels: bool = False
+    ) -> str:
+        """`model` as shapes-<version>.tflite in a manifest created and signed by the
+        CLI (extra `options` go to `manifest create`); returns the model's URL path."""
+        path = self.root / f"{NAME}-{version}.tflite"
+        path.write_bytes(model)
+        if labels:
+            (self.root / LABELS.name).write_bytes(LABELS.read_bytes())
+            options = (*options, "--labels", f"{NAME}={self.root / LABELS.name}")
+        create = ["manifest", "create", str(path), "--name", f"{NAME}={path}"]
+        cli([*create, "--version", str(version), "-o", str(self.manifest), *options])
+        cli(["manifest", "sign", str(self.manifest), "--key", str(self.keys / f"{key}.pem")])
+        return "/" + path.name
+
+    def edit(self, change: Callable[[dict[str, Any]], None], key: str = "key") -> None:
+        """Rewrite the manifest's JSON and sign it without the CLI, which refuses
+        to write or sign what a device would reject."""
+        document = json.loads(self.manifest.read_bytes())
+        change(document)
+        self.sign(json.dumps(document, indent=2).encode(), key)
+
+    def sign(self, data: bytes, key: str = "key") -> None:
+        """Publish `data` as the manifest, signed by `key`."""
+        self.manifest.write_bytes(data)
+        private = keys.load_private_key(self.keys / f"{key}.pem")
+        self.signature.write_bytes(keys.sign(private, data))
+
+
+def cli(args: list[str]) -> None:
+    assert edge_agent(args) == 0, args
+
+
+@dataclass(frozen=True)
+class Trusted:
+    """What an update that fails must leave exactly as it was."""
+
+    model: Model  # compared by identity: the very object serving
+    info: ModelInfo
+    current: InstalledModel | None
+    version: int | None
+    files: dict[str, str]  # every file under models/, by path, with its sha256
+
+
+class _NoBroker:
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        expiry: float | None = None,
+    ) -> int:
+        return 0
+
+
+def _discard(event: NewEvent) -> None:
+    pass
+
+
+class Device:
+    """A device's update side under `state`/updates, as a (re)started agent has it:
+    the store recovered, the pipeline serving what the store says is current, and
+    every status report the manager sends in `reports`."""
+
+    def __init__(
+        self, state: Path, url: str, trusted: Sequence[Path], ca_file: Path, **fetch: Any
+    ) -> None:
+        self.root = state / "updates"
+        self.store = ModelStore(self.root)
+        self.store.recover()  # as wiring.build_store does at start-up
+        self.outbox = Outbox(state / f"outbox-{next(_SERIAL)}.db")
+        self.pipeline = self._pipeline()
+        self.reports: list[dict[str, Any]] = []
+        self.url, self.trusted_keys, self.ca_file = url, tuple(trusted), ca_file
+        self.configure(**fetch)
+
+    def configure(
+        self, *, url: str | None = None, trusted: Sequence[Path] | None = None, **fetch: Any
+    ) -> None:
+        """A new manager (other URL, keys or fetch options) over the same store and pipeline."""
+        self.url = url or self.url
+        self.trusted_keys = tuple(trusted or self.trusted_keys)
+        options = UpdateOptions(
+            manifest_url=self.url,
+            keys=tuple(keys.load_public_key(path) for path in self.trusted_keys),
+            device_id="dev1",
+            probation_inferences=0,  # watch_probation() commits unless errors were counted
+        )
+        fetch = {"read_timeout": 1.0, "connect_timeout": 1.0, **fetch}
+        fetcher = Fetcher(FetchOptions(ca_file=str(self.ca_file), **fetch))
+        target = Target(NAME, self.pipeline, Model.load, (SHAPES, ModelInfo(NAME, "1", "")))
+        self.manager = UpdateManager(options, fetcher, self.store, [target], self.reports.append)
+
+    def _pipeline(self) -> Pipeline:
+        installed = self.store.current(NAME)
+        path, info = (SHAPES, ModelInfo(NAME, "1", sha256(SHAPES.read_bytes())))
+        if installed is not None:
+            path, info = installed.path, ModelInfo(NAME, installed.version, installed.sha256)
+        return Pipeline(
+            "cam",
+            source=FilesSource("cam", pattern=str(DEMO_MODELS / "samples/camera/*.jpg")),
+            model=Model.load(path),
+            model_info=info,
+            policy=ClassificationPolicy(LABELS.read_text().split()),
+            sink=_NoBroker(),
+            outbox=self.outbox,
+            store=_discard,
+            topics=Topics("edge", "dev1"),
+            image=ImageOptions(),
+        )
+
+    def check(self) -> str:
+        return self.manager.check()
+
+    def reason(self) -> str:
+        """The reason of the last report (check's final state)."""
+        return str(self.reports[-1]["reason"])
+
+    def states(self) -> list[str]:
+        return [report["state"] for report in self.reports]
+
+    def trusted(self) -> Trusted:
+        models = self.root / "models"
+        files = {
+            path.relative_to(models).as_posix(): sha256(path.read_bytes())
+            for path in sorted(models.rglob("*"))
+            if path.is_file()
+        }
+        current = self.store.current(NAME)
+        version = self.store.trusted_version()
+        return Trusted(self.pipeline.model, self.pipeline.model_info, current, version, files)
+
+    def close(self) -> None:
+        self.outbox.close()
+
+
+# -- the child process ----------------------------------------------------------------
+
+
+def _pause() -> None:
+    print("paused", flush=True)
+    time.sleep(60)  # the parent SIGKILLs us here
+
+
+def _pause_in_atomic_write(suffix: str) -> None:
+    """Stop where the store's atomic_write has written its temp file for a path
+    ending in `suffix`, before the rename."""
+
+    def write(path: Path, data: bytes) -> None:
+        if not path.name.endswith(suffix):
+            atomic_write(path, data)
+            return
+        path.with_name(f".{path.name}.tmp").write_bytes(data)
+        _pause()
+
+    mock.patch.object(store_module, "atomic_write", write).start()  # for good: we get killed
+
+
+def _pause_after(method: str) -> None:
+    """Stop right after ModelStore.`method` returns."""
+    original = getattr(ModelStore, method)
+
+    def patched(self: ModelStore, *args: Any) -> Any:
+        result = original(self, *args)
+        _pause()
+        return result
+
+    mock.patch.object(ModelStore, method, patched).start()
+
+
+PAUSES: dict[str, Callable[[], None]] = {
+    "labels-temp": lambda: _pause_in_atomic_write(".labels.txt"),
+    "model-moved": lambda: _pause_after("_move"),
+    "state-temp": lambda: _pause_in_atomic_write("state.json"),
+    "activated": lambda: _pause_after("activate"),
+}
+
+
+def child_main() -> None:
+    """One check by a device in this process; prints its final state, its reports
+    and the sha256 of the model serving, as JSON. CONFIG (JSON): state, url,
+    trusted, ca_file, read_timeout; optional fsize (RLIMIT_FSIZE, as a full disk)
+    and pause (a PAUSES step where to stop and say "paused")."""
+    config = json.loads(sys.argv[1])
+    if config.get("pause"):
+        PAUSES[config["pause"]]()
+    device = Device(
+        Path(config["state"]),
+        config["url"],
+        [Path(path) for path in config["trusted"]],
+        Path(config["ca_file"]),
+        read_timeout=config["read_timeout"],
+    )
+    if config.get("fsize"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (config["fsize"], config["fsize"]))
+    state = device.check()
+    result = {"state": state, "reports": device.reports, "serving": device.pipeline.model.sha256}
+    print(json.dumps(result), flush=True)
+    device.close()
