@@ -36,6 +36,9 @@ class Agent:
         self.updater = self._build_updater()
         self._threads: list[threading.Thread] = []
         self._delivery_stop = threading.Event()
+        self.reload_requested = threading.Event()  # set by SIGHUP
+        self.reloader: Callable[[], cfg.Settings] | None = None
+        self._loaded = settings  # the last configuration read, applied where it could be
 
     def _build_updater(self) -> UpdateManager | None:
         if self.store is None:
@@ -91,8 +94,61 @@ class Agent:
         while not stop.is_set():
             if until_done and not any(t.is_alive() for t in pipelines):
                 break
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self.reload()
             stop.wait(0.2)
         self.shutdown(stop)
+
+    def reload(self) -> list[str]:
+        """Apply a new configuration where that can be done live (log level, decision
+        policies); return (and log) the changed keys that need a restart."""
+        if self.reloader is None:
+            return []
+        try:
+            new = self.reloader()
+        except EdgeAgentError as exc:
+            log.error("reload refused, the running configuration stays: %s", exc)
+            return []
+        applied = [key for key in cfg.changed_keys(self._loaded, new) if self._apply_live(key, new)]
+        self._loaded = new
+        pending = [k for k in cfg.changed_keys(self.settings, new) if not self._live(k, new)]
+        log.info(
+            "reloaded: %d change(s) applied live%s",
+            len(applied),
+            f" ({', '.join(applied)})" if applied else "",
+        )
+        if pending:
+            log.warning("reload: these changes need a restart: %s", ", ".join(pending))
+        return pending
+
+    def _live(self, key: str, new: cfg.Settings) -> bool:
+        """Whether `key` can change without a restart: the log level, and the policy
+        of a pipeline that is still at the same place in the list."""
+        if key == "log_level":
+            return True
+        parts = key.split(".")
+        if len(parts) < 3 or parts[0] != "pipelines" or parts[2] != "policy":
+            return False
+        index = int(parts[1])
+        return (
+            index < len(self.settings.pipelines)
+            and index < len(new.pipelines)
+            and self.settings.pipelines[index].name == new.pipelines[index].name
+        )
+
+    def _apply_live(self, key: str, new: cfg.Settings) -> bool:
+        if not self._live(key, new):
+            return False
+        if key == "log_level":
+            logging.getLogger().setLevel(new.log_level.upper())
+            return True
+        p = new.pipelines[int(key.split(".")[1])]
+        pipeline = next((x for x in self.pipelines if x.name == p.name), None)
+        if pipeline is None:  # its model did not load at start
+            return False
+        pipeline.policy = wiring.rebuild_policy(p, pipeline, self.store)
+        return True
 
     def _start(self, name: str, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=name)

@@ -20,6 +20,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.errors import PublishError
 from edge_agent.logutil import RateLimitedLog
 from edge_agent.outbox import NewEvent, Outbox, StoredEvent
+from edge_agent.pipeline import MessageSink
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
@@ -28,20 +29,10 @@ IDLE_WAIT = 0.05  # seconds between looks at the outbox when nothing woke us
 BATCH_PAUSE = 0.001
 
 
-class Broker(Protocol):
+class Broker(MessageSink, Protocol):
     """The part of MqttPublisher the dispatcher needs."""
 
     connected: threading.Event
-
-    def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        expiry: float | None = None,
-    ) -> int: ...
 
 
 class OutboxWriter:

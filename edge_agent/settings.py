@@ -310,6 +310,24 @@ _UNION_TAGS = {"files", "dir", "http", "mjpeg", "command", "lines", "iio", "mqtt
 _UNION_TAGS |= {"classification", "threshold"}
 
 
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    """Dotted paths of every value that differs between two configurations."""
+    return sorted(_diff(redacted(old), redacted(new), ""))
+
+
+def _diff(old: Any, new: Any, prefix: str) -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [k for key in keys for k in _diff(old.get(key), new.get(key), f"{prefix}{key}.")]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            k
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
+            for k in _diff(a, b, f"{prefix}{i}.")
+        ]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 def redacted(settings: Settings) -> dict[str, Any]:
     """The resolved settings as JSON-ready data, secrets shown as '**********'."""
     return settings.model_dump(mode="json")

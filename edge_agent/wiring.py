@@ -179,6 +179,14 @@ def build_policy(p: cfg.PipelineSettings, classes: int, labels: Path | None = No
         raise ConfigError(f"pipelines.{p.name}.policy: {exc}") from exc
 
 
+def rebuild_policy(p: cfg.PipelineSettings, pipeline: Pipeline, store: ModelStore | None) -> Policy:
+    """A running pipeline's policy from new settings, with the labels in use (an
+    update's labels if one brought them)."""
+    installed = store.current(model_name(p)) if store else None
+    labels = installed.labels if installed is not None else None
+    return build_policy(p, _classes(pipeline.model), labels)
+
+
 def build_window(w: cfg.WindowSettings) -> SlidingWindow:
     return SlidingWindow(w.size, w.hop, w.channels, w.mean, w.std)
 

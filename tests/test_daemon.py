@@ -176,3 +176,44 @@ def test_example_config_is_valid() -> None:
     done = run("config", "check", PROJECT / "config.example.toml")
     assert done.returncode == 0, done.stderr
     assert [p["name"] for p in json.loads(done.stdout)["pipelines"]] == ["porch", "pump"]
+
+
+def test_sighup_reloads_what_it_can_and_reports_the_rest(broker: Mosquitto, tmp_path: Path) -> None:
+    config = write_config(tmp_path, broker.port)
+    log = tmp_path / "agent.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
+            stdout=out,
+            stderr=out,
+            cwd=PROJECT,
+        )
+    sub = Subscriber(broker.port, "edge/dev1/#")
+    try:
+        sub.wait_for(lambda s: len(s.on("/event")) >= 2)
+        text = config.read_text()
+        config.write_text(
+            text.replace("threshold = 0.6", "threshold = 0.7").replace(
+                "keepalive = 5", "keepalive = 9"
+            )
+        )
+        agent.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while "need a restart" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        config.write_text("not toml at all [")
+        agent.send_signal(signal.SIGHUP)
+        while "reload refused" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        assert agent.poll() is None  # a bad reload never stops the agent
+        before = len(sub.on("/event"))
+        sub.wait_for(lambda s: len(s.on("/event")) > before)  # and it keeps deciding
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(15) == 0
+        sub.close()
+    output = log.read_text()
+    assert "applied live (pipelines.0.policy.threshold)" in output
+    assert "need a restart: mqtt.keepalive" in output

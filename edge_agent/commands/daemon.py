@@ -19,14 +19,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = cfg.load_settings(args.config)
     logging.getLogger().setLevel(settings.log_level.upper())
     stop = threading.Event()
+    agent = Agent(settings)
+    agent.reloader = lambda: cfg.load_settings(args.config)
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stop.set()
 
+    def request_reload(_signum: int, _frame: FrameType | None) -> None:
+        log.info("received SIGHUP, reloading %s", args.config)
+        agent.reload_requested.set()
+
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    agent = Agent(settings)
+    signal.signal(signal.SIGHUP, request_reload)
     agent.run(stop, until_done=args.exit_when_done)
     return 0
 
