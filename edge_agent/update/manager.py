@@ -4,6 +4,7 @@ healthy probation (or rolls it back). Its one thread owns all of that."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import random
@@ -149,6 +150,12 @@ class UpdateManager:
             now=datetime.now(timezone.utc),
         )
         if manifest is None:
+            # The trusted version again: only its exact bytes are. Other content
+            # under the same number is a re-publication without a new version, or
+            # a second manifest from the signer; either way it is refused.
+            trusted = self._store.trusted_version()
+            assert trusted is not None  # None never compares equal
+            self._store.set_trusted(trusted, hashlib.sha256(fetched.body).hexdigest())
             self._store.set_etag(fetched.etag, fetched.last_modified)
             return self._report("up_to_date")
         if not in_rollout(self.options.device_id, manifest.rollout):
@@ -181,13 +188,13 @@ class UpdateManager:
         self._report("verifying", model=entry, manifest=manifest)
         try:
             check_file(part.read_bytes(), entry.file)
+            labels = self._small(entry.labels.url, entry.labels) if entry.labels else None
+            model = self._tested(entry, target, part, labels)
+            policy = self._policy(target, part, labels)
         except UpdateError:
-            part.unlink(missing_ok=True)  # a bad download must not be resumed
+            part.unlink(missing_ok=True)  # rejected bytes must not be resumed or kept
             raise
-        labels = self._small(entry.labels.url, entry.labels) if entry.labels else None
-        model = self._tested(entry, target, part, labels)
         installed = self._store.install(entry.name, entry.version, entry.file.sha256, part, labels)
-        policy = self._policy(target, installed.labels) if labels else None
         self._store.activate(entry.name, installed)  # on disk before it serves: a crash rolls back
         info = ModelInfo(entry.name, entry.version, entry.file.sha256)
         target.pipeline.swap_model(model, info, policy)
@@ -214,13 +221,18 @@ class UpdateManager:
         )
 
     @staticmethod
-    def _policy(target: Target, labels: Path | None) -> Policy | None:
-        if target.make_policy is None:
+    def _policy(target: Target, part: Path, labels: bytes | None) -> Policy | None:
+        """The policy the new labels make, built before anything is installed."""
+        if labels is None or target.make_policy is None:
             return None
+        trial = part.with_name(part.name + ".labels")
         try:
-            return target.make_policy(labels)
+            trial.write_bytes(labels)
+            return target.make_policy(trial)
         except ConfigError as exc:
             raise SelfTestError(f"the new labels do not fit the pipeline's policy: {exc}") from exc
+        finally:
+            trial.unlink(missing_ok=True)
 
     @staticmethod
     def _golden_tensor(data: bytes, target: Target) -> np.ndarray:

@@ -3,9 +3,9 @@
 `Site` is the operator: keys and a manifest made with the real CLI, or rewritten
 and signed by hand where the CLI (rightly) refuses. `Device` is what
 `edge_agent.update.wiring` builds, made directly: a real `UpdateManager`,
-`Fetcher` and `ModelStore`, and a real (never started) camera `Pipeline` serving
-shapes. `child_main` runs one check of such a device in a child process, which
-the tests SIGKILL or starve of disk:
+`Fetcher` and `ModelStore`, and a real camera `Pipeline` serving shapes, built by
+the agent's wiring but never started. `child_main` runs one check of such a
+device in a child process, which the tests SIGKILL or starve of disk:
 
     python -c "from tests.update.fixtures import child_main; child_main()" CONFIG_JSON
 """
@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from edge_agent import wiring
 from edge_agent.cli import main as edge_agent
-from edge_agent.events import ModelInfo, Topics
+from edge_agent.events import ModelInfo
 from edge_agent.fsutil import atomic_write
 from edge_agent.outbox import NewEvent, Outbox
-from edge_agent.pipeline import ImageOptions, Pipeline
-from edge_agent.policy import ClassificationPolicy
+from edge_agent.policy import Policy
 from edge_agent.runtime import Model
-from edge_agent.sources.camera import FilesSource
+from edge_agent.settings import Settings, load_settings
 from edge_agent.update import keys
 from edge_agent.update import store as store_module
 from edge_agent.update.fetch import Fetcher, FetchOptions
@@ -84,15 +84,21 @@ class Site:
         return self.public(key)
 
     def publish(
-        self, model: bytes, version: int, *options: str, key: str = "key", labels: bool = False
+        self,
+        model: bytes,
+        version: int,
+        *options: str,
+        key: str = "key",
+        labels: bytes | None = None,
     ) -> str:
         """`model` as shapes-<version>.tflite in a manifest created and signed by the
-        CLI (extra `options` go to `manifest create`); returns the model's URL path."""
+        CLI (extra `options` go to `manifest create`), with `labels` if given;
+        returns the model's URL path."""
         path = self.root / f"{NAME}-{version}.tflite"
         path.write_bytes(model)
-        if labels:
-            (self.root / LABELS.name).write_bytes(LABELS.read_bytes())
-            options = (*options, "--labels", f"{NAME}={self.root / LABELS.name}")
+        if labels is not None:
+            (self.root / f"{NAME}-{version}.labels.txt").write_bytes(labels)
+            options = (*options, "--labels", f"{NAME}={self.root / f'{NAME}-{version}.labels.txt'}")
         create = ["manifest", "create", str(path), "--name", f"{NAME}={path}"]
         cli([*create, "--version", str(version), "-o", str(self.manifest), *options])
         cli(["manifest", "sign", str(self.manifest), "--key", str(self.keys / f"{key}.pem")])
@@ -144,10 +150,27 @@ def _discard(event: NewEvent) -> None:
     pass
 
 
+def _settings(state: Path) -> Settings:
+    """An agent's settings for one camera pipeline serving shapes (never started)."""
+    pipeline = {
+        "name": "cam",
+        "model": str(SHAPES),
+        "model_name": NAME,
+        "model_version": "1",
+        "labels": str(LABELS),
+        "source": {"kind": "files", "pattern": str(DEMO_MODELS / "samples/camera/*.jpg")},
+        "policy": {"kind": "classification", "threshold": 0.6},
+    }
+    return load_settings(
+        None, {"device_id": "dev1", "state_dir": str(state), "pipelines": [pipeline]}
+    )
+
+
 class Device:
     """A device's update side under `state`/updates, as a (re)started agent has it:
-    the store recovered, the pipeline serving what the store says is current, and
-    every status report the manager sends in `reports`."""
+    the store recovered, a pipeline built by the agent's wiring (serving what the
+    store says is current, never started), a manager built like
+    edge_agent.update.wiring's, and every status report it sends in `reports`."""
 
     def __init__(
         self, state: Path, url: str, trusted: Sequence[Path], ca_file: Path, **fetch: Any
@@ -156,7 +179,15 @@ class Device:
         self.store = ModelStore(self.root)
         self.store.recover()  # as wiring.build_store does at start-up
         self.outbox = Outbox(state / f"outbox-{next(_SERIAL)}.db")
-        self.pipeline = self._pipeline()
+        self.settings = _settings(state)
+        self.pipeline = wiring.build_pipeline(
+            self.settings,
+            self.settings.pipelines[0],
+            sink=_NoBroker(),
+            outbox=self.outbox,
+            submit=_discard,
+            store=self.store,
+        )
         self.reports: list[dict[str, Any]] = []
         self.url, self.trusted_keys, self.ca_file = url, tuple(trusted), ca_file
         self.configure(**fetch)
@@ -175,26 +206,15 @@ class Device:
         )
         fetch = {"read_timeout": 1.0, "connect_timeout": 1.0, **fetch}
         fetcher = Fetcher(FetchOptions(ca_file=str(self.ca_file), **fetch))
-        target = Target(NAME, self.pipeline, Model.load, (SHAPES, ModelInfo(NAME, "1", "")))
+        configured = (SHAPES, ModelInfo(NAME, "1", ""))
+        load = wiring.model_loader(self.settings)
+        target = Target(NAME, self.pipeline, load, configured, self._make_policy)
         self.manager = UpdateManager(options, fetcher, self.store, [target], self.reports.append)
 
-    def _pipeline(self) -> Pipeline:
-        installed = self.store.current(NAME)
-        path, info = (SHAPES, ModelInfo(NAME, "1", sha256(SHAPES.read_bytes())))
-        if installed is not None:
-            path, info = installed.path, ModelInfo(NAME, installed.version, installed.sha256)
-        return Pipeline(
-            "cam",
-            source=FilesSource("cam", pattern=str(DEMO_MODELS / "samples/camera/*.jpg")),
-            model=Model.load(path),
-            model_info=info,
-            policy=ClassificationPolicy(LABELS.read_text().split()),
-            sink=_NoBroker(),
-            outbox=self.outbox,
-            store=_discard,
-            topics=Topics("edge", "dev1"),
-            image=ImageOptions(),
-        )
+    def _make_policy(self, labels: Path | None) -> Policy:
+        """As edge_agent.update.wiring's: the configured policy, with an update's labels."""
+        classes = int(self.pipeline.model.outputs[0].shape[-1])
+        return wiring.build_policy(self.settings.pipelines[0], classes, labels)
 
     def check(self) -> str:
         return self.manager.check()

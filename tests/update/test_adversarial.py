@@ -27,6 +27,7 @@ from edge_agent.update.keys import key_id, load_public_key
 from edge_agent.update.manifest import format_time
 from edge_agent.update.store import InstalledModel, ModelStore
 from tests.conftest import BROKEN, HELLO_WORLD
+from tests.update.fixtures import LABELS as LABELS_FILE
 from tests.update.fixtures import MANIFEST, NAME, Device, Site, padded, sha256
 from tests.update.servers import CA, StaticServer, make_ca, unresponsive_port
 
@@ -36,6 +37,7 @@ PROJECT = Path(__file__).resolve().parents[2]
 V2 = padded(16)  # the good update every device took
 V3 = padded(32)  # what the attacks offer
 BIG = padded(300_000)  # several 64 KiB reads: a download stalled midway leaves a partial
+LABELS = LABELS_FILE.read_bytes()
 
 
 @pytest.fixture
@@ -87,16 +89,15 @@ def commit(device: Device) -> None:
     assert device.states()[-1] == "committed"
 
 
-def refused(device: Device, state: str, *words: str) -> str:
+def refused(device: Device, state: str, *words: str) -> None:
     """One check ends in `state` with a reason containing `words`, and nothing the
-    device trusts has changed. Returns the reason."""
+    device trusts has changed."""
     before = device.trusted()
     assert device.check() == state
     reason = device.reason()
     for text in words:
         assert text in reason
     assert device.trusted() == before
-    return reason
 
 
 # -- the manifest and its signature ---------------------------------------------------
@@ -133,18 +134,21 @@ def one_byte_changed(site: Site) -> None:
     assert site.manifest.read_bytes() != data
 
 
+SPOILED_SIGNATURES: list[tuple[Callable[[Site], None], str, str]] = [
+    (unsigned, "failed", "manifest.json.sig: HTTP 404 Not Found"),
+    (empty_signature, "rejected", "signature file is empty: the manifest is unsigned"),
+    (garbage_signature, "rejected", "signature file is not base64 text"),
+    (short_signature, "rejected", "signature is 10 bytes, Ed25519 needs 64"),
+    (huge_signature, "rejected", "manifest.json.sig: the server announces 100000 bytes"),
+    (signed_by_another_key, "rejected", "signature does not verify with any trusted key"),
+    (one_byte_changed, "rejected", "signature does not verify with any trusted key"),
+]
+
+
 @pytest.mark.parametrize(
     ("spoil", "state", "words"),
-    [
-        (unsigned, "failed", "manifest.json.sig: HTTP 404 Not Found"),
-        (empty_signature, "rejected", "signature file is empty: the manifest is unsigned"),
-        (garbage_signature, "rejected", "signature file is not base64 text"),
-        (short_signature, "rejected", "signature is 10 bytes, Ed25519 needs 64"),
-        (huge_signature, "rejected", "manifest.json.sig: the server announces 100000 bytes"),
-        (signed_by_another_key, "rejected", "signature does not verify with any trusted key"),
-        (one_byte_changed, "rejected", "signature does not verify with any trusted key"),
-    ],
-    ids=lambda value: getattr(value, "__name__", ""),
+    SPOILED_SIGNATURES,
+    ids=[spoil.__name__ for spoil, _, _ in SPOILED_SIGNATURES],
 )
 def test_a_manifest_without_a_good_signature_is_refused(
     device: Device,
@@ -183,13 +187,6 @@ def test_the_trusted_version_with_other_content_is_not_installed(
     assert server.count("/shapes-2.tflite") == downloads
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: verify_manifest/check_freshness return None for any manifest of the "
-    "trusted version without comparing raw_sha256 to the trusted digest, so the manager "
-    "reports 'up_to_date' (and remembers the ETag) for the same version bound to other "
-    "bytes, which ModelStore.set_trusted treats as a RollbackError",
-)
 def test_the_trusted_version_with_other_content_is_reported_as_rejected(
     device: Device, site: Site
 ) -> None:
@@ -285,8 +282,30 @@ def test_a_hash_correct_model_that_fails_the_self_test_is_refused(
     refused(device, "rejected", words)
 
 
+MISFIT_LABELS = b"a\nb\nc\nd\ne\n"  # five labels for three classes
+MISFIT = "the new labels do not fit the pipeline's policy"
+
+
+def test_labels_that_do_not_fit_the_policy_are_refused(device: Device, site: Site) -> None:
+    before = device.trusted()
+    site.publish(V3, 3, labels=MISFIT_LABELS)
+    assert device.check() == "rejected"
+    assert MISFIT in device.reason()
+    assert "5 labels for a model with 3 classes" in device.reason()
+    assert replace(device.trusted(), files=before.files) == before  # the files: see below
+
+
+def test_labels_that_do_not_fit_the_policy_leave_nothing_installed(
+    device: Device, site: Site
+) -> None:
+    site.publish(V3, 3, labels=MISFIT_LABELS)
+    refused(device, "rejected", MISFIT)
+
+
 @pytest.mark.parametrize(
-    ("status", "words"), [(404, "HTTP 404 Not Found"), (500, "HTTP 500 Internal Server Error")]
+    ("status", "words"),
+    [(404, "HTTP 404 Not Found"), (500, "HTTP 500 Internal Server Error")],
+    ids=["404", "500"],
 )
 def test_a_model_the_server_does_not_give_fails(
     device: Device, site: Site, server: StaticServer, status: int, words: str
@@ -413,7 +432,7 @@ def on_disk(device: Device) -> InstalledModel:
 def test_sigkill_mid_download_keeps_the_old_model_and_a_restart_resumes(
     device: Device, site: Site, server: StaticServer, devices: Callable[[], Device]
 ) -> None:
-    path = site.publish(BIG, 3, labels=True)
+    path = site.publish(BIG, 3, labels=LABELS)
     server.behave(path, "stall", times=1)
     part = part_of(device, BIG)
     with child(device) as process:
@@ -433,6 +452,7 @@ def test_sigkill_mid_download_keeps_the_old_model_and_a_restart_resumes(
         ("model-moved", "models/shapes/3-*.tflite", 1),  # installed, not activated
         ("state-temp", ".state.json.tmp", 1),  # activating
     ],
+    ids=["labels-temp", "model-moved", "state-temp"],
 )
 def test_sigkill_mid_install_keeps_the_old_model_and_a_restart_completes(
     device: Device,
@@ -443,7 +463,7 @@ def test_sigkill_mid_install_keeps_the_old_model_and_a_restart_completes(
     evidence: str,
     downloads: int,
 ) -> None:
-    path = site.publish(BIG, 3, labels=True)
+    path = site.publish(BIG, 3, labels=LABELS)
     with child(device, pause=pause) as process:
         kill(process, paused(process))
     assert list(device.root.glob(evidence)), "the kill should land mid-install"
@@ -459,7 +479,7 @@ def test_sigkill_mid_install_keeps_the_old_model_and_a_restart_completes(
 def test_sigkill_after_activation_is_a_crash_on_probation(
     device: Device, site: Site, devices: Callable[[], Device]
 ) -> None:
-    site.publish(BIG, 3, labels=True)
+    site.publish(BIG, 3, labels=LABELS)
     with child(device, pause="activated") as process:
         kill(process, paused(process))
     assert on_disk(device).sha256 == sha256(BIG)  # complete, and on probation
