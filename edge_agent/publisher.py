@@ -24,6 +24,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.errors import PublishError
 from edge_agent.events import STATUS_OFFLINE, STATUS_ONLINE, Topics
 from edge_agent.logutil import RateLimitedLog
+from edge_agent.tls import MqttTls
+from edge_agent.tls import apply as apply_tls
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
@@ -40,7 +42,8 @@ class MqttOptions:
     protocol: str = "5"
     keepalive: int = 30
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: MqttTls | None = None  # None: plain TCP
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
     max_inflight: int = 100
@@ -98,6 +101,7 @@ class MqttPublisher:
         )
         if opts.username:
             client.username_pw_set(opts.username, opts.password)
+        apply_tls(client, opts.tls)  # ConfigError for unusable certificate or key files
         client.will_set(opts.topics.status, STATUS_OFFLINE, qos=1, retain=True)
         # paho doubles the delay without jitter; a random start spreads a fleet's
         # reconnects after a broker restart.

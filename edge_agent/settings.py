@@ -28,9 +28,41 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class MqttTlsSettings(Strict):
+    """The `[mqtt.tls]` table; present (even empty) means TLS to the broker."""
+
+    ca_file: Path | None = Field(
+        None, description="PEM CA certificate(s) of the broker; replaces the system CAs"
+    )
+    cert_file: Path | None = Field(None, description="client certificate (PEM), for mutual TLS")
+    key_file: Path | None = Field(
+        None, description="its unencrypted private key (PEM); default: inside cert_file"
+    )
+    insecure: bool = Field(
+        False,
+        description="skip the hostname check (the certificate chain is still verified); "
+        "needs ca_file",
+    )
+    alpn: list[str] = Field(
+        default_factory=list, description='ALPN protocols, e.g. ["x-amzn-mqtt-ca"] (AWS IoT, 443)'
+    )
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MqttTlsSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file")
+        if self.insecure and self.ca_file is None:
+            raise ValueError(
+                "insecure needs ca_file (a private CA): with the public CAs, anyone with a "
+                "certificate for any name could pose as the broker"
+            )
+        return self
+
+
 class MqttSettings(Strict):
     host: str = "localhost"
-    port: int = Field(1883, ge=1, le=65535)
+    port: int = Field(1883, ge=1, le=65535, description="usually 8883 with tls")
     prefix: str = Field("edge", min_length=1, pattern=r"^[^#+]+$")
     protocol: Literal["5", "3.1.1"] = "5"
     qos: Literal[0, 1, 2] = 1
@@ -38,8 +70,20 @@ class MqttSettings(Strict):
     client_id: str | None = Field(None, description="default: the device id")
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = Field(
+        None, description="read the password from this file (systemd: %d/mqtt-password)"
+    )
+    tls: MqttTlsSettings | None = Field(None, description="TLS to the broker; none: plain TCP")
     reconnect_min: float = Field(1.0, gt=0, description="first reconnect delay, seconds")
     reconnect_max: float = Field(60.0, gt=0, description="longest reconnect delay, seconds")
+
+    @model_validator(mode="after")
+    def _one_password(self) -> MqttSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("password and password_file are mutually exclusive")
+        if self.password_file is not None and not self.username:
+            raise ValueError("password_file needs username")
+        return self
 
 
 class OutboxSettings(Strict):

@@ -41,12 +41,12 @@ from edge_agent.logutil import RateLimitedLog
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
-__all__ = ["MqttTls", "apply", "mqtt_tls_context", "read_secret"]
+__all__ = ["MqttTls", "apply", "describe_tls_error", "mqtt_tls_context", "read_secret"]
 
 log = logging.getLogger(__name__)
 
 KEY = "mqtt.tls"  # where these settings live in the configuration, for messages
-PASSWORD_FILE_KEY = "mqtt.password_file"
+PASSWORD_FILE_KEY = "mqtt.password_file"  # noqa: S105 - a settings key, not a secret
 MAX_SECRET_BYTES = 64 * 1024
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -185,7 +185,7 @@ def read_secret(path: str | Path, *, key: str = PASSWORD_FILE_KEY) -> str:
         raise ConfigError(f"{key}: {file} is empty")
     if "\n" in secret or "\r" in secret:
         raise ConfigError(f"{key}: {file} has more than one line")
-    if stat.S_IMODE(mode) & (stat.S_IRWXO):
+    if mode & (stat.S_IROTH | stat.S_IWOTH):
         log.warning("%s: %s is readable by other users; chmod o-rwx it", key, file)
     return secret
 
@@ -193,23 +193,38 @@ def read_secret(path: str | Path, *, key: str = PASSWORD_FILE_KEY) -> str:
 def describe_tls_error(exc: BaseException) -> str:
     """A short reason an operator can act on, from an ssl or socket error."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        message = exc.verify_message or exc.reason or str(exc)
-        return f"the broker's certificate is not trusted: {message}"
+        message = str(exc.verify_message or exc.reason or exc)
+        return f"the broker's certificate is not trusted: {message} ({_hint(message)})"
     if isinstance(exc, ssl.SSLError):
         reason = (exc.reason or "").upper()
         for marker, text in _ALERTS:
             if marker in reason:
                 return f"{text} ({exc.reason})"
-        if isinstance(exc, ssl.SSLEOFError):
-            return "the broker closed the connection during the TLS handshake"
+    for kind, text in _CLOSED:
+        if isinstance(exc, kind):
+            return text
+    if isinstance(exc, ssl.SSLError):
         return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, ConnectionResetError | BrokenPipeError):
-        return "the broker closed the connection during the TLS handshake"
-    if isinstance(exc, TimeoutError):
-        return "no TLS answer in time (is the port a TLS listener?)"
     if isinstance(exc, OSError):
         return _os_reason(exc)
     return str(exc) or type(exc).__name__
+
+
+def _hint(message: str) -> str:
+    lowered = message.lower()
+    if "mismatch" in lowered:
+        return "mqtt.host must be a name the certificate is for"
+    if "expired" in lowered or "not yet valid" in lowered:
+        return "the certificate's dates or this device's clock are wrong"
+    return f"is {KEY}.ca_file the CA that issued it?"
+
+
+_CLOSED: tuple[tuple[type[BaseException], str], ...] = (
+    (ssl.SSLEOFError, "the broker closed the connection during the TLS handshake"),
+    (ConnectionResetError, "the broker closed the connection during the TLS handshake"),
+    (BrokenPipeError, "the broker closed the connection during the TLS handshake"),
+    (TimeoutError, "no TLS answer in time (is the port a TLS listener?)"),
+)
 
 
 # OpenSSL reason codes of the alerts a broker sends when it refuses a client, and
@@ -232,11 +247,14 @@ _ALERTS: tuple[tuple[str, str], ...] = (
 
 
 def _load_ca(context: ssl.SSLContext, path: str, key: str) -> None:
-    pem = _read_pem(path, key, "CERTIFICATE")
+    _read_pem(path, key, "CERTIFICATE")
     try:
-        context.load_verify_locations(cadata=pem.decode("ascii", "replace"))
-    except (ssl.SSLError, ValueError) as exc:
-        raise ConfigError(f"{key}: {path}: not usable as CA certificates ({exc})") from None
+        context.load_verify_locations(cafile=path)
+    except ssl.SSLError as exc:
+        reason = exc.reason or exc
+        raise ConfigError(f"{key}: {path}: not usable as CA certificates: {reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {_os_reason(exc)}") from None
 
 
 def _load_identity(context: ssl.SSLContext, cert: str, key_file: str | None, key: str) -> None:
@@ -281,4 +299,4 @@ def _set_alpn(context: ssl.SSLContext, protocols: tuple[str, ...], key: str) -> 
 
 
 def _os_reason(exc: OSError) -> str:
-    return (exc.strerror or str(exc)).lower() if exc.strerror else str(exc) or type(exc).__name__
+    return exc.strerror.lower() if exc.strerror else str(exc) or type(exc).__name__
