@@ -285,10 +285,6 @@ def _iio(name: str, s: Any, _: cfg.Settings) -> Source:
 
 def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
     m = settings.mqtt
-    if m.tls is not None:
-        # MqttSensorSource has no TLS yet: it would send the agent's credentials
-        # in plain text to what is probably the broker's TLS port.
-        raise ValueError("the mqtt source does not support mqtt.tls yet")
     return MqttSensorSource(
         name,
         host=s.host or m.host,
@@ -299,6 +295,7 @@ def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
         username=m.username,
         password=mqtt_password(m),
         client_id=f"{settings.device_id}-{name}",
+        tls=mqtt_tls(m.tls),
     )
 
 

@@ -31,6 +31,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import InputError
 from edge_agent.logutil import RateLimitedLog
+from edge_agent.tls import MqttTls
+from edge_agent.tls import apply as apply_tls
 from edge_agent.sources.base import SourceExhausted, SourceStats, Window
 from edge_agent.windowing import SlidingWindow, parse_line
 
@@ -491,6 +493,7 @@ class MqttSensorSource(_SensorSource):
         username: str | None = None,
         password: str | None = None,
         client_id: str | None = None,
+        tls: MqttTls | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
     ) -> None:
         _check_channels(len(fields), window)
@@ -501,6 +504,7 @@ class MqttSensorSource(_SensorSource):
         self._fields = list(fields)
         self._subscribed = threading.Event()
         self._client = self._make_client(client_id, username, password)
+        apply_tls(self._client, tls)
         self._client.connect_async(host, port, keepalive=30)
         self._client.loop_start()
 
