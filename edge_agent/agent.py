@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from edge_agent.errors import EdgeAgentError, ModelError
 from edge_agent.events import encode
 from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import MqttPublisher
+from edge_agent.sdnotify import Heartbeats, Notifier, Watchdog
 from edge_agent.update import wiring as update_wiring
 from edge_agent.update.manager import UpdateManager
 
@@ -24,8 +26,10 @@ class Agent:
     """`run` is the verb: it blocks until `stop` is set (or, with `until_done`,
     until every finite source is exhausted), then shuts down cleanly."""
 
-    def __init__(self, settings: cfg.Settings) -> None:
+    def __init__(self, settings: cfg.Settings, *, notifier: Notifier | None = None) -> None:
         self.settings = settings
+        self.notifier = notifier if notifier is not None else Notifier(None)  # systemd
+        self.heartbeats = Heartbeats()  # pipelines beat; the watchdog pings while all do
         self.publisher = MqttPublisher(wiring.mqtt_options(settings))
         self.outbox = wiring.build_outbox(settings)
         self.dispatcher = Dispatcher(self.outbox, self.publisher, window=settings.outbox.inflight)
@@ -64,6 +68,7 @@ class Agent:
                         outbox=self.outbox,
                         submit=self.writer.submit,
                         store=self.store,
+                        on_progress=functools.partial(self.heartbeats.beat, p.name),
                     )
                 )
             except ModelError as exc:
@@ -85,19 +90,30 @@ class Agent:
         self._start("delivery", self.dispatcher.run, self._delivery_stop)
         self._start("outbox-writer", self.writer.run, self._delivery_stop)
         for pipeline in self.pipelines:
+            self.heartbeats.register(pipeline.name)
             self._start(f"pipeline-{pipeline.name}", self._run_pipeline, pipeline, stop)
         if self.updater is not None:
             self._start("update", self.updater.run, self._delivery_stop)
+        self.notifier.ready(f"{len(self.pipelines)} pipeline(s) running")
         if on_ready:
             on_ready()
+        watchdog = Watchdog(self.notifier, self.heartbeats)
         pipelines = self._threads[2 : 2 + len(self.pipelines)]
         while not stop.is_set():
             if until_done and not any(t.is_alive() for t in pipelines):
                 break
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
-                self.reload()
+                self.notifier.reloading()
+                pending = self.reload()
+                self.notifier.ready(
+                    f"reloaded; a restart would apply: {', '.join(pending)}"
+                    if pending
+                    else f"reloaded; {len(self.pipelines)} pipeline(s) running"
+                )
+            watchdog.tick()
             stop.wait(0.2)
+        self.notifier.stopping()
         self.shutdown(stop)
 
     def reload(self) -> list[str]:
@@ -158,6 +174,9 @@ class Agent:
     def _run_pipeline(self, pipeline: Pipeline, stop: threading.Event) -> None:
         try:
             pipeline.run(stop)
+            # Done on purpose (stopped, or a finite source ended): no longer watched.
+            # One that died stays watched, so its silence gets the service restarted.
+            self.heartbeats.unregister(pipeline.name)
         except EdgeAgentError as exc:
             log.error("pipeline %s stopped: %s", pipeline.name, exc)
         except Exception:

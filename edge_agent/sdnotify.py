@@ -38,13 +38,16 @@ class Notifier:
         address: str | None,
         *,
         watchdog_usec: int | None = None,
+        send_timeout: float = SEND_TIMEOUT,
         monotonic_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         """`address`: $NOTIFY_SOCKET as given (a path, or "@name" for an abstract
-        socket); `watchdog_usec`: the watchdog interval meant for this process."""
+        socket); `watchdog_usec`: the watchdog interval meant for this process;
+        `send_timeout`: the longest a send may block on a receiver that is not reading."""
         self.address = address
         self._target = _socket_address(address) if address else None
         self._watchdog_usec = watchdog_usec
+        self._send_timeout = send_timeout
         self._monotonic_ns = monotonic_ns
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
@@ -83,7 +86,7 @@ class Notifier:
             with self._lock:
                 if self._sock is None:
                     self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                    self._sock.settimeout(SEND_TIMEOUT)
+                    self._sock.settimeout(self._send_timeout)
                 self._sock.sendto(message.encode(), self._target)
         except OSError as exc:
             self._limited.warning(

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from edge_agent.errors import ConfigError
 
@@ -313,6 +318,12 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(describe(exc, path)) from exc
+    except SettingsError as exc:  # an EDGE_AGENT_* variable that is not valid JSON for its key
+        raise ConfigError(
+            f"environment: {exc} (a table such as `runtime` takes JSON, e.g. "
+            f'EDGE_AGENT_RUNTIME=\'{{"runtime": "litert"}}\', or one key: '
+            "EDGE_AGENT_RUNTIME__RUNTIME=litert)"
+        ) from exc
 
 
 def read_toml(path: Path) -> dict[str, Any]:

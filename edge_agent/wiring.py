@@ -138,8 +138,10 @@ def build_pipeline(
     outbox: Outbox,
     submit: Callable[[NewEvent], None],
     store: ModelStore | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> Pipeline:
-    """A ready pipeline; ModelError or ConfigError if its parts cannot be made."""
+    """A ready pipeline; ModelError or ConfigError if its parts cannot be made.
+    `on_progress` is called on every turn of its loop (the watchdog's heartbeat)."""
     model, info, labels = load_model(settings, p, store)
     is_camera = p.source.kind in CAMERA_KINDS
     image = ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels) if is_camera else None
@@ -162,6 +164,7 @@ def build_pipeline(
             qos=settings.mqtt.qos if p.qos is None else p.qos,
             ttl=settings.outbox.ttl or None,
             image=image,
+            on_progress=on_progress,
         )
     except ModelError as exc:
         source.close()

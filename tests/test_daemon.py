@@ -217,3 +217,18 @@ def test_sighup_reloads_what_it_can_and_reports_the_rest(broker: Mosquitto, tmp_
     output = log.read_text()
     assert "applied live (pipelines.0.policy.threshold)" in output
     assert "need a restart: mqtt.keepalive" in output
+
+
+def test_an_environment_override_that_does_not_parse_exits_78(tmp_path: Path) -> None:
+    config = write_config(tmp_path, 1883)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_agent", "config", "check", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"EDGE_AGENT_RUNTIME": "tflite", "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 78
+    assert "EDGE_AGENT_RUNTIME__RUNTIME" in done.stderr
+    assert "Traceback" not in done.stderr

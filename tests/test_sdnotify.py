@@ -170,6 +170,19 @@ def test_a_socket_nobody_listens_on_is_not_an_error(tmp_path: Path) -> None:
     assert not Notifier(str(path)).ready()
 
 
+def test_a_receiver_that_does_not_read_cannot_block_us(tmp_path: Path) -> None:
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        notifier = Notifier(str(path), send_timeout=0.05)
+        sent = 0
+        while notifier.watchdog():  # until its queue is full: then timed out, not raised
+            sent += 1
+            assert sent < 100_000
+        assert sent > 0
+        assert received(sock) == b"WATCHDOG=1"
+
+
 @pytest.mark.parametrize(
     ("environ", "expected"),
     [

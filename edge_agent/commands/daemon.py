@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import threading
 from types import FrameType
 
 from edge_agent import settings as cfg
 from edge_agent.agent import Agent
+from edge_agent.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = cfg.load_settings(args.config)
     logging.getLogger().setLevel(settings.log_level.upper())
     stop = threading.Event()
-    agent = Agent(settings)
+    agent = Agent(settings, notifier=Notifier.from_environ(os.environ))
     agent.reloader = lambda: cfg.load_settings(args.config)
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
