@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.commands.manifest import add_manifest_commands
 from edge_agent.errors import ConfigError, EdgeAgentError, InputError, ModelError
+from edge_agent.logutil import configure
 
 EXIT_FAILURE = 1
 EXIT_MODEL = 3
@@ -144,14 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _configure_logging(verbose: bool) -> None:
-    # Under systemd the journal adds its own timestamps.
-    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=f"{stamp}%(levelname)s %(name)s: %(message)s",
-    )
+    configure(verbose, journald=bool(os.environ.get("JOURNAL_STREAM")))
 
 
 def _fail(exc: Exception, code: int) -> int:
-    print(f"edge-agent: error: {exc}", file=sys.stderr)
+    prefix = "<3>" if os.environ.get("JOURNAL_STREAM") else ""  # an error, for journald
+    print(f"{prefix}edge-agent: error: {exc}", file=sys.stderr)
     return code

@@ -46,3 +46,39 @@ class RateLimitedLog:
 
     def error(self, key: str, msg: str, *args: object) -> bool:
         return self.log(logging.ERROR, key, msg, *args)
+
+
+# syslog priorities by logging level; journald reads a "<N>" prefix on each line.
+SYSLOG_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """Lines for journald: a syslog priority prefix, no timestamp (journald adds
+    its own), so `journalctl -p warning` and the colours in `journalctl` work."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = SYSLOG_PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        text = super().format(record)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def configure(verbose: bool, journald: bool) -> None:
+    """Root logging for the command line: journald's format under systemd
+    (JOURNAL_STREAM set), a timestamped one on a terminal."""
+    handler = logging.StreamHandler()
+    if journald:
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
