@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -78,6 +78,8 @@ threshold = 0.6
 
 
 class AgentProcess:
+    started: ClassVar[list[subprocess.Popen[bytes]]] = []  # killed after each test
+
     def __init__(self, config: Path, log: Path) -> None:
         self.log = log
         with log.open("ab") as out:
@@ -87,6 +89,7 @@ class AgentProcess:
                 stderr=out,
                 cwd=PROJECT,
             )
+        self.started.append(self.process)
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -109,6 +112,16 @@ class AgentProcess:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_agents() -> Iterator[None]:
+    yield
+    while AgentProcess.started:
+        process = AgentProcess.started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
 
 
 @pytest.fixture
