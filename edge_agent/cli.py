@@ -40,7 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(commands)
     _add_daemon_commands(commands)
     add_manifest_commands(commands)
+    _add_bench_command(commands)
     return parser
+
+
+def _add_bench_command(commands: Any) -> None:
+    bench = commands.add_parser("bench", help="measure model and camera pipeline speed here")
+    bench.add_argument("--model", help="a .tflite image model (default: the bundled MobileNetV2)")
+    bench.add_argument("--frames", help="glob of images (default: synthetic 1280x720 JPEGs)")
+    bench.add_argument(
+        "--seconds", type=float, default=5.0, help="seconds per measurement (default 5)"
+    )
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+    _handler(bench, "bench:cmd_bench")
 
 
 def _handler(parser: argparse.ArgumentParser, target: str) -> None:
