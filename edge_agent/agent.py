@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent import settings as cfg
 from edge_agent import wiring
@@ -16,10 +17,33 @@ from edge_agent.events import encode
 from edge_agent.pipeline import Pipeline
 from edge_agent.publisher import MqttPublisher
 from edge_agent.sdnotify import Heartbeats, Notifier, Watchdog
-from edge_agent.update import wiring as update_wiring
-from edge_agent.update.manager import UpdateManager
+
+if TYPE_CHECKING:
+    from edge_agent.update.manager import UpdateManager
+    from edge_agent.update.store import ModelStore
 
 log = logging.getLogger(__name__)
+
+
+def keep_image_buffers_mapped() -> None:
+    """glibc hands each decoded frame's buffers back to the kernel and maps new
+    ones for the next frame: hundreds of page faults per frame, a third of the
+    decode time. Raising the mmap and trim thresholds keeps them in the heap.
+    Linux/glibc only; elsewhere nothing happens."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, 64 << 20)
+        mallopt(M_TRIM_THRESHOLD, 128 << 20)
+        # One malloc arena per thread (decoders, interpreter, paho...) costs
+        # resident memory a 1 GB board does not have; two serve these threads.
+        mallopt(M_ARENA_MAX, 2)
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # from glibc's malloc.h
 
 
 class Agent:
@@ -27,6 +51,7 @@ class Agent:
     until every finite source is exhausted), then shuts down cleanly."""
 
     def __init__(self, settings: cfg.Settings, *, notifier: Notifier | None = None) -> None:
+        keep_image_buffers_mapped()
         self.settings = settings
         self.notifier = notifier if notifier is not None else Notifier(None)  # systemd
         self.heartbeats = Heartbeats()  # pipelines beat; the watchdog pings while all do
@@ -35,7 +60,7 @@ class Agent:
         self.dispatcher = Dispatcher(self.outbox, self.publisher, window=settings.outbox.inflight)
         self.writer = OutboxWriter(self.outbox, self.dispatcher.wake)
         self.publisher.on_ack(self.dispatcher.on_ack)
-        self.store = update_wiring.build_store(settings)
+        self.store = self._build_store()
         self.pipelines = self._build_pipelines()
         self.updater = self._build_updater()
         self._threads: list[threading.Thread] = []
@@ -44,9 +69,19 @@ class Agent:
         self.reloader: Callable[[], cfg.Settings] | None = None
         self._loaded = settings  # the last configuration read, applied where it could be
 
+    def _build_store(self) -> ModelStore | None:
+        # The update machinery (and `cryptography`, ~7 MB) is loaded only if used.
+        if not self.settings.update.enabled:
+            return None
+        from edge_agent.update import wiring as update_wiring  # noqa: PLC0415
+
+        return update_wiring.build_store(self.settings)
+
     def _build_updater(self) -> UpdateManager | None:
         if self.store is None:
             return None
+        from edge_agent.update import wiring as update_wiring  # noqa: PLC0415
+
         topics = wiring.topics_for(self.settings)
 
         def publish(status: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge_agent.decoding import END, DecodeAhead
 from edge_agent.errors import InputError, ModelError, PublishError
 from edge_agent.events import ModelInfo, Topics, encode, event_payload, new_event_id, utc_timestamp
 from edge_agent.logutil import RateLimitedLog
@@ -47,6 +48,7 @@ class ImageOptions:
     resize: ResizeMode = "stretch"
     draft: bool = True
     max_pixels: int = 40_000_000
+    decoders: int = 2  # threads decoding ahead of the model
 
 
 class PipelineStats:
@@ -163,51 +165,28 @@ class Pipeline:
                 self.process(item)
 
     def _run_decode_ahead(self, stop: threading.Event) -> None:
-        """Cameras: a second thread reads and decodes frame N+1 while this one runs
-        frame N through the model (both Pillow's decoder and invoke() release the
-        GIL). The hand-over holds one frame, so nothing stale piles up."""
-        handoff: queue.Queue[tuple[Item, np.ndarray] | None] = queue.Queue(maxsize=1)
-        decoder = threading.Thread(
-            target=self._decode, args=(stop, handoff), name=f"decode-{self.name}", daemon=True
+        """Cameras: decoder threads read and decode the next frames while this one
+        runs the current frame through the model (see decoding.py)."""
+        assert self._image_options is not None
+        ahead = DecodeAhead(
+            self._next_item,
+            self._prepared,
+            workers=self._image_options.decoders,
+            name=f"decode-{self.name}",
         )
-        decoder.start()
+        ahead.start(stop)
         try:
             while not stop.is_set():
                 try:
-                    ready = handoff.get(timeout=0.5)
+                    ready = ahead.take(timeout=0.5)
                 except queue.Empty:
                     continue
-                if ready is None:
+                if ready is END:
+                    self._exhausted()
                     return
                 self._infer(*ready)
         finally:
-            decoder.join(timeout=5)
-
-    def _decode(
-        self, stop: threading.Event, handoff: queue.Queue[tuple[Item, np.ndarray] | None]
-    ) -> None:
-        ready: tuple[Item, np.ndarray] | None
-        while not stop.is_set():
-            try:
-                item = self._next_item()
-            except SourceExhausted:
-                self._exhausted()
-                ready = None
-            else:
-                if item is None:
-                    continue
-                tensor = self._prepared(item)
-                if tensor is None:
-                    continue
-                ready = (item, tensor)
-            while not stop.is_set():
-                try:
-                    handoff.put(ready, timeout=0.5)
-                    break
-                except queue.Full:
-                    continue
-            if ready is None:
-                return
+            ahead.join(timeout=5)
 
     def _exhausted(self) -> None:
         log.info("pipeline %s: source %s has no more input", self.name, self.source.name)
@@ -323,16 +302,13 @@ class Pipeline:
             "pipeline": self.name,
             "state": self.policy.state,
             "since": utc_timestamp(self._since) if self._since else None,
-            "ts": utc_timestamp(time.time()),
             "model": self.model_info.as_dict(),
             "inputs": src.read,
             "dropped": src.dropped,
             "errors": src.errors + self.stats.input_errors + self.stats.model_errors,
             "inferences": self.stats.inferences,
             "events": self.stats.events,
-            "latency_ms": self.stats.latency_percentiles(),
             "bytes_in": src.bytes_in,
             "bytes_out": self.stats.bytes_out,
             "bandwidth_ratio": ratio,
-            "outbox": vars(self._outbox.stats()),
         }

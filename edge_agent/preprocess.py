@@ -79,7 +79,9 @@ class ImagePreprocessor:
                 self._check_size(encoded)
                 if self.draft:
                     self._use_draft(encoded)
-                return fit(encoded.convert(self.layout.mode), self.layout, self.resize)
+                if encoded.mode != self.layout.mode:  # convert() would copy even then
+                    return fit(encoded.convert(self.layout.mode), self.layout, self.resize)
+                return fit(encoded, self.layout, self.resize)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InputError(f"image too large: {exc}") from exc
         except (OSError, SyntaxError, ValueError) as exc:

@@ -232,6 +232,7 @@ class ImageSettings(Strict):
     resize: Literal["stretch", "crop", "letterbox"] = "stretch"
     draft: bool = Field(True, description="JPEG reduced-scale decoding for large frames")
     max_pixels: int = Field(40_000_000, ge=1)
+    decoders: int = Field(2, ge=1, le=8, description="threads decoding frames ahead of the model")
 
 
 class DecisionTiming(Strict):

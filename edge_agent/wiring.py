@@ -144,7 +144,11 @@ def build_pipeline(
     `on_progress` is called on every turn of its loop (the watchdog's heartbeat)."""
     model, info, labels = load_model(settings, p, store)
     is_camera = p.source.kind in CAMERA_KINDS
-    image = ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels) if is_camera else None
+    image = (
+        ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels, p.image.decoders)
+        if is_camera
+        else None
+    )
     policy = build_policy(p, _classes(model), labels)
     try:
         source = build_source(settings, p)
