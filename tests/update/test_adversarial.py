@@ -29,7 +29,7 @@ from edge_agent.update.store import InstalledModel, ModelStore
 from tests.conftest import BROKEN, HELLO_WORLD
 from tests.update.fixtures import LABELS as LABELS_FILE
 from tests.update.fixtures import MANIFEST, NAME, Device, Site, padded, sha256
-from tests.update.servers import CA, StaticServer, make_ca, unresponsive_port
+from tests.update.servers import CA, StaticServer, unresponsive_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.runtime]
 
@@ -38,22 +38,6 @@ V2 = padded(16)  # the good update every device took
 V3 = padded(32)  # what the attacks offer
 BIG = padded(300_000)  # several 64 KiB reads: a download stalled midway leaves a partial
 LABELS = LABELS_FILE.read_bytes()
-
-
-@pytest.fixture
-def ca(tmp_path: Path) -> CA:
-    return make_ca(tmp_path / "ca")
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Site:
-    return Site(tmp_path / "site", tmp_path / "keys")
-
-
-@pytest.fixture
-def server(site: Site, ca: CA) -> Iterator[StaticServer]:
-    with StaticServer(site.root, https=ca.server_cert()) as running:
-        yield running
 
 
 @pytest.fixture

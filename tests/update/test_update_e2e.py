@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,72 +13,17 @@ import paho.mqtt.publish as mqtt_publish
 import pytest
 
 from edge_agent.agent import Agent
-from edge_agent.cli import main as edge_agent
 from edge_agent.settings import load_settings
 from edge_agent.sources.base import Frame
 from tests.broker import Mosquitto
 from tests.conftest import BROKEN, DEMO_MODELS
 from tests.subscriber import Subscriber
-from tests.update.servers import CA, StaticServer, make_ca
+from tests.update.fixtures import Site
+from tests.update.servers import CA, StaticServer
 
 pytestmark = pytest.mark.integration
 
 SHAPES = DEMO_MODELS / "shapes_int8.tflite"
-
-
-def cli(*args: str | Path) -> None:
-    assert edge_agent([str(a) for a in args]) == 0, args
-
-
-class Site:
-    """The operator's side: a signing key and a directory a static server publishes."""
-
-    def __init__(self, root: Path, keys: Path) -> None:
-        self.root, self.keys = root, keys
-        root.mkdir()
-        keys.mkdir()
-        cli("manifest", "keygen", "--private", keys / "key.pem", "--public", keys / "key.pub")
-
-    def publish(
-        self, model: bytes, version: int, name: str = "shapes", labels: str | None = None
-    ) -> None:
-        path = self.root / f"{name}-{version}.tflite"
-        path.write_bytes(model)
-        manifest = self.root / "manifest.json"
-        extra: list[str | Path] = []
-        if labels is not None:
-            labels_file = self.root / f"{name}-{version}.txt"
-            labels_file.write_text(labels, encoding="utf-8")
-            extra = ["--labels", f"{name}={labels_file}"]
-        cli(
-            "manifest",
-            "create",
-            path,
-            "--name",
-            f"{name}={path}",
-            "--version",
-            str(version),
-            "-o",
-            manifest,
-            *extra,
-        )
-        cli("manifest", "sign", manifest, "--key", self.keys / "key.pem")
-
-
-@pytest.fixture
-def ca(tmp_path: Path) -> CA:
-    return make_ca(tmp_path / "ca")
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Site:
-    return Site(tmp_path / "site", tmp_path / "keys")
-
-
-@pytest.fixture
-def server(site: Site, ca: CA) -> Iterator[StaticServer]:
-    with StaticServer(site.root, https=ca.server_cert()) as running:
-        yield running
 
 
 def agent_config(
@@ -97,7 +41,7 @@ def agent_config(
         "update": {
             "enabled": True,
             "manifest_url": server.url("/manifest.json"),
-            "keys": [str(site.keys / "key.pub")],
+            "keys": [str(site.public())],
             "ca_file": str(ca.cert_file),
             "probation_inferences": 30,
             "interval": 3600,
@@ -216,7 +160,7 @@ def test_labels_that_come_with_an_update_rename_the_decisions(
     sub = Subscriber(broker.port, "edge/dev1/#")
     running = Running(config)
     try:
-        site.publish(SHAPES.read_bytes() + b"\0" * 16, version=2, labels="nothing\nball\nbox\n")
+        site.publish(SHAPES.read_bytes() + b"\0" * 16, version=2, labels=b"nothing\nball\nbox\n")
         ask_for_update(broker)
         sub.wait_for(lambda s: "committed" in statuses(s), timeout=30)
         sub.wait_for(lambda s: len(labels_of_version(s, "2")) >= 2)
