@@ -32,7 +32,9 @@ from edge_agent.agent import Agent
 from edge_agent.errors import ConfigError
 from edge_agent.publisher import MqttOptions
 from edge_agent.settings import load_settings
+from edge_agent.sources.sensor import MqttSensorSource
 from edge_agent.tls import MqttTls, apply, describe_tls_error, mqtt_tls_context, read_secret
+from edge_agent.windowing import SlidingWindow
 
 from .broker import Mosquitto, free_port
 from .conftest import DEMO_MODELS
@@ -716,14 +718,35 @@ def test_settings_refuse_inconsistent_tls_and_passwords(
     assert message in str(raised.value)
 
 
-@needs_wiring
-def test_the_mqtt_source_is_refused_with_tls_until_it_speaks_it(pki: Pki, tmp_path: Path) -> None:
-    config = agent_config(8883, tmp_path / "state", {"tls": {"ca_file": str(pki.ca.cert_file)}})
-    config["pipelines"][0]["source"] = {
-        "kind": "mqtt",
-        "topic": "sensors/x",
-        "fields": ["x"],
-        "window": {"size": 4, "hop": 4, "channels": 1},
-    }
-    with pytest.raises(ConfigError, match=r"does not support mqtt\.tls"):
-        run_agent(config)
+def test_the_mqtt_source_speaks_tls_too(pki: Pki, mtls_broker: TlsBroker) -> None:
+    tls = MqttTls(
+        ca_file=str(pki.ca.cert_file), cert_file=str(pki.device.cert), key_file=str(pki.device.key)
+    )
+    source = MqttSensorSource(
+        "s",
+        host="127.0.0.1",
+        port=mtls_broker.mtls,
+        topic="sensors/x",
+        fields=["x"],
+        window=SlidingWindow(2, 2, 1),
+        tls=tls,
+        client_id="sensor-over-tls",
+    )
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="zigbee-over-tls")
+    apply(publisher, tls)
+    try:
+        deadline = time.monotonic() + 10
+        while not source.subscribed:
+            assert time.monotonic() < deadline, "the source did not subscribe over TLS"
+            time.sleep(0.05)
+        publisher.connect("127.0.0.1", mtls_broker.mtls)
+        publisher.loop_start()
+        for value in (1.5, 2.5):
+            publisher.publish("sensors/x", f'{{"x": {value}}}', qos=1).wait_for_publish(5)
+        window = source.read(timeout=5)
+        assert window is not None
+        assert window.values.ravel().tolist() == [1.5, 2.5]
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+        source.close()
