@@ -43,6 +43,9 @@ class Topics:
     def state(self, pipeline: str) -> str:
         return f"{self.prefix}/{self.device}/{pipeline}/state"
 
+    def alert(self, pipeline: str) -> str:
+        return f"{self.prefix}/{self.device}/{pipeline}/alert"
+
 
 @dataclass(frozen=True)
 class ModelInfo:

@@ -9,11 +9,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from edge_agent.decoding import END, DecodeAhead
+from edge_agent.drift import Alert, DriftMonitor, input_features
 from edge_agent.errors import InputError, ModelError, PublishError
 from edge_agent.events import ModelInfo, Topics, encode, event_payload, new_event_id, utc_timestamp
 from edge_agent.logutil import RateLimitedLog
@@ -49,6 +50,16 @@ class ImageOptions:
     draft: bool = True
     max_pixels: int = 40_000_000
     decoders: int = 2  # threads decoding ahead of the model
+
+
+@dataclass
+class DriftWatch:
+    """A pipeline's drift monitor, fed one input in `every`."""
+
+    monitor: DriftMonitor
+    every: int = 10
+    classes: int = 0  # the model's class count; 0: its output is not class scores
+    seen: int = 0
 
 
 class PipelineStats:
@@ -94,6 +105,7 @@ class Pipeline:
         ttl: float | None = None,
         image: ImageOptions | None = None,
         on_progress: Callable[[], None] | None = None,
+        drift: DriftWatch | None = None,
     ) -> None:
         """`image` options make this a camera pipeline (frames are decoded for the model)."""
         self.name = name
@@ -108,6 +120,7 @@ class Pipeline:
         self._ttl = ttl
         self._image_options = image  # None for sensor pipelines
         self._on_progress = on_progress
+        self._drift = drift
         self._since: float | None = None
         self._swap_lock = threading.Lock()
         self._install(model, model_info)
@@ -128,6 +141,8 @@ class Pipeline:
             self._install(model, info)
             if policy is not None:
                 self.policy = policy
+            if self._drift is not None:
+                self._drift.monitor.reset()  # a new model: learn its reference again
 
     def run(self, stop: threading.Event) -> None:
         log.info(
@@ -230,6 +245,8 @@ class Pipeline:
                 self.stats.model_errors += 1
                 limited.error(f"{self.name}-model", "%s: %s", self.name, exc)
                 return None
+        if self._drift is not None:
+            self._watch(tensor, outputs[0], item.captured)
         try:
             decision = self.policy.decide(outputs[0], time.monotonic())
         except ValueError as exc:
@@ -239,6 +256,55 @@ class Pipeline:
         if decision is not None:
             self._publish(decision, item.captured)
         return decision
+
+    @property
+    def drift_status(self) -> dict[str, Any] | None:
+        return None if self._drift is None else dict(self._drift.monitor.status)
+
+    def _watch(self, tensor: np.ndarray, scores: np.ndarray, captured: float) -> None:
+        """Feed every n-th input to the drift monitor; publish its alerts."""
+        watch = self._drift
+        assert watch is not None
+        watch.seen += 1
+        if watch.seen % watch.every:
+            return
+        kind: Literal["image", "sensor"] = "sensor" if self._image is None else "image"
+        try:
+            alert = watch.monitor.observe(
+                input_features(tensor, kind), scores if watch.classes else None
+            )
+        except ValueError as exc:  # a shape the monitor was not built for
+            limited.error(f"{self.name}-drift", "%s: drift monitor: %s", self.name, exc)
+            return
+        if alert is not None:
+            log.warning(
+                "%s: %s alert (%s %.3f, worst %s)",
+                self.name,
+                alert.state,
+                alert.measure,
+                alert.score,
+                alert.worst,
+            )
+            self._send(
+                self._topics.alert(self.name),
+                encode(self._alert_payload(alert, captured)),
+                1,
+                False,
+            )
+
+    def _alert_payload(self, alert: Alert, captured: float) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "device": self._topics.device,
+            "pipeline": self.name,
+            "ts": utc_timestamp(captured),
+            "state": alert.state,
+            "measure": alert.measure,
+            "score": round(alert.score, 4),
+            "worst": alert.worst,
+            "details": {k: round(v, 4) for k, v in alert.details.items()},
+            "model": self.model_info.as_dict(),
+        }
 
     def _prepare(self, item: Item) -> np.ndarray:
         if isinstance(item, Frame):

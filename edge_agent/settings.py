@@ -264,6 +264,23 @@ PolicySettings = Annotated[
 ]
 
 
+class DriftSettings(Strict):
+    enabled: bool = True
+    sample_every: int = Field(10, ge=1, description="feed one input in N to the monitor")
+    reference_size: int = Field(500, ge=10, description="inputs that form the reference")
+    window: int = Field(500, ge=10, description="recent inputs compared with it")
+    check_every: int = Field(50, ge=1, description="inputs between two comparisons")
+    threshold: float = Field(0.25, gt=0, description="PSI that raises an alert")
+    clear_threshold: float = Field(0.1, gt=0, description="PSI under which it clears")
+    confidence_drop: float = Field(0.2, gt=0, le=1, description="mean top-1 drop that alerts")
+
+    @model_validator(mode="after")
+    def _order(self) -> DriftSettings:
+        if self.clear_threshold > self.threshold:
+            raise ValueError("clear_threshold must not exceed threshold")
+        return self
+
+
 class PipelineSettings(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="used in MQTT topics")
     model: Path
@@ -273,6 +290,7 @@ class PipelineSettings(Strict):
     source: SourceSettings
     image: ImageSettings = ImageSettings()
     policy: PolicySettings
+    drift: DriftSettings = DriftSettings()
     qos: Literal[0, 1, 2] | None = Field(None, description="default: mqtt.qos")
 
 

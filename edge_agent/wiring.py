@@ -11,11 +11,12 @@ from typing import Any
 from pydantic import SecretStr
 
 from edge_agent import settings as cfg
+from edge_agent.drift import DriftMonitor
 from edge_agent.errors import ConfigError, ModelError
 from edge_agent.events import ModelInfo, Topics
 from edge_agent.labels import align_labels, read_labels
 from edge_agent.outbox import NewEvent, Outbox
-from edge_agent.pipeline import ImageOptions, MessageSink, Pipeline
+from edge_agent.pipeline import DriftWatch, ImageOptions, MessageSink, Pipeline
 from edge_agent.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.publisher import MqttOptions
 from edge_agent.runtime import Model
@@ -169,6 +170,7 @@ def build_pipeline(
             ttl=settings.outbox.ttl or None,
             image=image,
             on_progress=on_progress,
+            drift=build_drift(p.drift, model),
         )
     except ModelError as exc:
         source.close()
@@ -218,6 +220,23 @@ def rebuild_policy(p: cfg.PipelineSettings, pipeline: Pipeline, store: ModelStor
     installed = store.current(model_name(p)) if store else None
     labels = installed.labels if installed is not None else None
     return build_policy(p, _classes(pipeline.model), labels)
+
+
+def build_drift(d: cfg.DriftSettings, model: Model) -> DriftWatch | None:
+    if not d.enabled:
+        return None
+    shape = model.outputs[0].shape
+    classes = int(shape[-1]) if len(shape) == 2 and shape[0] == 1 and shape[-1] > 1 else 0
+    monitor = DriftMonitor(
+        reference_size=d.reference_size,
+        window=d.window,
+        check_every=d.check_every,
+        threshold=d.threshold,
+        clear_threshold=d.clear_threshold,
+        confidence_drop=d.confidence_drop,
+        classes=classes or None,
+    )
+    return DriftWatch(monitor, every=d.sample_every, classes=classes)
 
 
 def build_window(w: cfg.WindowSettings) -> SlidingWindow:
