@@ -9,8 +9,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from edge_agent import __version__, wiring
+from edge_agent import homeassistant as ha
 from edge_agent import settings as cfg
-from edge_agent import wiring
 from edge_agent.delivery import Dispatcher, OutboxWriter
 from edge_agent.errors import EdgeAgentError, ModelError
 from edge_agent.events import encode
@@ -46,6 +47,14 @@ def keep_image_buffers_mapped() -> None:
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # from glibc's malloc.h
 
 
+def ha_entity(p: cfg.PipelineSettings) -> ha.EntitySpec:
+    """A pipeline's Home Assistant state entity, from its policy's known states."""
+    pol = p.policy
+    if isinstance(pol, cfg.ThresholdPolicySettings):
+        return ha.threshold_spec(p.name, on_state=pol.on_state, off_state=pol.off_state)
+    return ha.classification_spec(p.name, states=pol.states, default_state=pol.default_state)
+
+
 class Agent:
     """`run` is the verb: it blocks until `stop` is set (or, with `until_done`,
     until every finite source is exhausted), then shuts down cleanly."""
@@ -63,6 +72,7 @@ class Agent:
         self.store = self._build_store()
         self.pipelines = self._build_pipelines()
         self.updater = self._build_updater()
+        self.discovery = self._build_discovery()
         self._threads: list[threading.Thread] = []
         self._delivery_stop = threading.Event()
         self.reload_requested = threading.Event()  # set by SIGHUP
@@ -90,6 +100,31 @@ class Agent:
         updater = update_wiring.build_manager(self.settings, self.store, self.pipelines, publish)
         self.publisher.on_command(topics.command("update"), lambda _payload: updater.check_now())
         return updater
+
+    def _build_discovery(self) -> ha.Discovery:
+        """Home Assistant entities for every configured pipeline (one whose model did
+        not load keeps its entities); with discovery off, none: `run` removes any
+        announced before."""
+        h = self.settings.homeassistant
+        configs: dict[str, bytes] = {}
+        if h.enabled:
+            configs = ha.discovery_configs(
+                device_id=self.settings.device_id,
+                prefix=self.settings.mqtt.prefix,
+                discovery_prefix=h.discovery_prefix,
+                entities=[ha_entity(p) for p in self.settings.pipelines],
+                sw_version=__version__,
+            )
+        discovery = ha.Discovery(
+            sink=self.publisher,
+            configs=configs,
+            announced_file=self.settings.state_dir / "homeassistant.json",
+        )
+        if h.enabled:  # HA's birth message: re-announce after a random 1-5 s
+            self.publisher.on_command(
+                ha.status_topic(h.discovery_prefix), discovery.on_homeassistant_status
+            )
+        return discovery
 
     def _build_pipelines(self) -> list[Pipeline]:
         built, failed = [], []
@@ -122,6 +157,11 @@ class Agent:
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.publisher.start()
+        # Queued (QoS 1) until connected. Stale entities first: a removed pipeline,
+        # a changed device id or prefix, or discovery turned off.
+        self.discovery.remove_stale(self.discovery.configs)
+        if self.discovery.configs:
+            self.discovery.announce()
         self._start("delivery", self.dispatcher.run, self._delivery_stop)
         self._start("outbox-writer", self.writer.run, self._delivery_stop)
         for pipeline in self.pipelines:
@@ -235,6 +275,7 @@ class Agent:
                 "stopping with %d event(s) still in the outbox; they are sent on the next start",
                 self.outbox.stats().depth,
             )
+        self.discovery.cancel()
         self.publisher.stop(timeout=2.0)
         self.outbox.close()
         log.info("stopped")

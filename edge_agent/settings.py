@@ -133,6 +133,15 @@ class UpdateSettings(Strict):
         return self
 
 
+class HomeAssistantSettings(Strict):
+    """The `[homeassistant]` table: MQTT discovery of each pipeline's entities."""
+
+    enabled: bool = Field(False, description="announce entities to Home Assistant")
+    discovery_prefix: str = Field(
+        "homeassistant", min_length=1, pattern=r"^[^#+]+$", description="HA's discovery prefix"
+    )
+
+
 class RuntimeSettings(Strict):
     runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow"] = "auto"
     num_threads: int = Field(0, ge=0, description="interpreter threads; 0 = all cores")
@@ -305,6 +314,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     outbox: OutboxSettings = OutboxSettings()
     update: UpdateSettings = UpdateSettings()
+    homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     pipelines: list[PipelineSettings] = Field(min_length=1)
 

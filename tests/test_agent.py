@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,30 @@ def test_username_and_password(
     else:
         assert waiting == 4  # kept for when the credentials are fixed
         assert "refused the connection: Not authorized" in caplog.text
+
+
+def test_home_assistant_discovery_announces_and_removes_entities(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    source = {"kind": "files", "pattern": str(FRAMES / "*.jpg")}
+    config = camera_config(broker, tmp_path / "state", source, debounce=2)
+    config["homeassistant"] = {"enabled": True}
+    run_to_end(config)
+    seen = Subscriber(broker.port, "homeassistant/#", client_id="home-assistant")
+    try:
+        seen.wait_for(lambda s: len(s.messages) >= 3)
+        configs = {m.topic: m.json() for m in seen.messages}
+        state = configs["homeassistant/sensor/dev1/cam_state/config"]
+        assert state["state_topic"] == "edge/dev1/cam/state"
+        assert state["availability_topic"] == "edge/dev1/status"
+        assert all(m.retain for m in seen.messages)
+    finally:
+        seen.close()
+    config["homeassistant"] = {"enabled": False}
+    run_to_end(config)  # turned off: the entities are removed
+    late = Subscriber(broker.port, "homeassistant/#", client_id="home-assistant-2")
+    try:
+        time.sleep(1.0)
+        assert late.messages == []  # no retained config is left
+    finally:
+        late.close()
