@@ -6,10 +6,11 @@ import ctypes
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edge_agent import __version__, wiring
+from edge_agent import __version__, telemetry, wiring
 from edge_agent import homeassistant as ha
 from edge_agent import settings as cfg
 from edge_agent.delivery import Dispatcher, OutboxWriter
@@ -75,6 +76,8 @@ class Agent:
         self.discovery = self._build_discovery()
         self._threads: list[threading.Thread] = []
         self._delivery_stop = threading.Event()
+        self.started = time.time()  # telemetry's uptime_s
+        self.metrics: telemetry.MetricsServer | None = None
         self.reload_requested = threading.Event()  # set by SIGHUP
         self.reloader: Callable[[], cfg.Settings] | None = None
         self._loaded = settings  # the last configuration read, applied where it could be
@@ -114,6 +117,7 @@ class Agent:
                 discovery_prefix=h.discovery_prefix,
                 entities=[ha_entity(p) for p in self.settings.pipelines],
                 sw_version=__version__,
+                latency=self.settings.telemetry.interval > 0,
             )
         discovery = ha.Discovery(
             sink=self.publisher,
@@ -169,6 +173,7 @@ class Agent:
             self._start(f"pipeline-{pipeline.name}", self._run_pipeline, pipeline, stop)
         if self.updater is not None:
             self._start("update", self.updater.run, self._delivery_stop)
+        self._start_telemetry()
         self.notifier.ready(f"{len(self.pipelines)} pipeline(s) running")
         if on_ready:
             on_ready()
@@ -190,6 +195,33 @@ class Agent:
             stop.wait(0.2)
         self.notifier.stopping()
         self.shutdown(stop)
+
+    def telemetry_snapshot(self) -> dict[str, Any]:
+        """The telemetry payload; /metrics shows the same numbers."""
+        return telemetry.snapshot(
+            self.settings.device_id, self.pipelines, self.outbox.stats(), self.started, time.time()
+        )
+
+    def _start_telemetry(self) -> None:
+        """Started after the pipelines, so `_threads[2 : 2 + n]` stay the pipelines;
+        stopped with the delivery threads, before the publisher says offline."""
+        t = self.settings.telemetry
+        if t.interval > 0:
+            topic = wiring.topics_for(self.settings).telemetry
+
+            def publish(payload: bytes) -> None:
+                self.publisher.publish(topic, payload, qos=0)  # a lost sample: the next one
+
+            sender = telemetry.TelemetryPublisher(t.interval, self.telemetry_snapshot, publish)
+            self._start("telemetry", sender.run, self._delivery_stop)
+        if t.prometheus_port:
+            server = telemetry.MetricsServer(t.prometheus_port, self.telemetry_snapshot)
+            try:
+                server.start()
+            except OSError as exc:  # the port is taken: MQTT telemetry still works
+                log.error("metrics: cannot serve on port %d: %s", t.prometheus_port, exc)
+            else:
+                self.metrics = server
 
     def reload(self) -> list[str]:
         """Apply a new configuration where that can be done live (log level, decision
@@ -269,6 +301,8 @@ class Agent:
         self._delivery_stop.set()  # the writer, the dispatcher and the updater
         for thread in self._threads[:2] + self._threads[2 + len(self.pipelines) :]:
             thread.join(timeout=10)
+        if self.metrics is not None:
+            self.metrics.close()
         self.writer.flush()
         if not self.dispatcher.drain(flush_timeout):
             log.warning(

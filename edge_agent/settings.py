@@ -142,6 +142,23 @@ class HomeAssistantSettings(Strict):
     )
 
 
+class TelemetrySettings(Strict):
+    """The `[telemetry]` table: device and pipeline health, see edge_agent/telemetry.py."""
+
+    interval: float = Field(
+        60.0, ge=0, description="seconds between messages on <prefix>/<device>/telemetry; 0 = off"
+    )
+    prometheus_port: int = Field(
+        0, ge=0, le=65535, description="serve http://127.0.0.1:PORT/metrics; 0 = off"
+    )
+
+    @model_validator(mode="after")
+    def _not_flooding(self) -> TelemetrySettings:
+        if 0 < self.interval < 1:
+            raise ValueError("interval must be 0 (off) or at least 1 second")
+        return self
+
+
 class RuntimeSettings(Strict):
     runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow"] = "auto"
     num_threads: int = Field(0, ge=0, description="interpreter threads; 0 = all cores")
@@ -315,6 +332,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     update: UpdateSettings = UpdateSettings()
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     runtime: RuntimeSettings = RuntimeSettings()
     pipelines: list[PipelineSettings] = Field(min_length=1)
 

@@ -126,7 +126,7 @@ def test_agent_waits_for_a_broker_that_refuses_then_delivers(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("extra", "key"),
     [
-        ("\n[telemetry]\ninterval = 5\n", "telemetry: unknown key"),
+        ("\n[telemetry]\nintervals = 5\n", "telemetry.intervals: unknown key"),
         ("", None),
     ],
 )
