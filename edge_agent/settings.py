@@ -161,7 +161,12 @@ class TelemetrySettings(Strict):
 
 class RuntimeSettings(Strict):
     runtime: Literal["auto", "litert", "tflite-runtime", "tensorflow"] = "auto"
-    num_threads: int = Field(0, ge=0, description="interpreter threads; 0 = all cores")
+    num_threads: int = Field(
+        0,
+        ge=0,
+        description="interpreter threads; 0 = auto: 1 for models under 1 MB, else the cores "
+        "left by a camera pipeline's decoders (all cores for a sensor pipeline)",
+    )
     delegate: str | None = Field(None, description="delegate library, e.g. libedgetpu.so.1")
 
 
@@ -258,7 +263,13 @@ class ImageSettings(Strict):
     resize: Literal["stretch", "crop", "letterbox"] = "stretch"
     draft: bool = Field(True, description="JPEG reduced-scale decoding for large frames")
     max_pixels: int = Field(40_000_000, ge=1)
-    decoders: int = Field(2, ge=1, le=8, description="threads decoding frames ahead of the model")
+    decoders: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="threads decoding frames ahead of the model; 0 = auto: 1 per 4 cores, "
+        "at least 1",
+    )
 
 
 class DecisionTiming(Strict):

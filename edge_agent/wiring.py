@@ -19,7 +19,8 @@ from edge_agent.outbox import NewEvent, Outbox
 from edge_agent.pipeline import DriftWatch, ImageOptions, MessageSink, Pipeline
 from edge_agent.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.publisher import MqttOptions
-from edge_agent.runtime import Model
+from edge_agent.runtime import Model, default_threads
+from edge_agent.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
 from edge_agent.sources.base import Source
 from edge_agent.sources.camera import (
     CommandSource,
@@ -84,13 +85,32 @@ def _path(value: Path | None) -> str | None:
     return None if value is None else str(value)
 
 
-def model_loader(settings: cfg.Settings) -> Callable[[Path], Model]:
+def thread_plan(settings: cfg.Settings, p: cfg.PipelineSettings, model: Path) -> ThreadPlan:
+    """The pipeline's interpreter and decoder threads (sizing.py says why)."""
+    try:
+        size = model.stat().st_size
+    except OSError:
+        size = SMALL_MODEL_BYTES  # Model.load will say what is wrong with the file
+    return plan_threads(
+        default_threads(),
+        camera=is_camera(p),
+        model_bytes=size,
+        interpreter=settings.runtime.num_threads,
+        decoders=p.image.decoders,
+    )
+
+
+def is_camera(p: cfg.PipelineSettings) -> bool:
+    return p.source.kind in CAMERA_KINDS
+
+
+def model_loader(settings: cfg.Settings, p: cfg.PipelineSettings) -> Callable[[Path], Model]:
+    """Loads models for pipeline `p` (its configured one, then updates)."""
     rt = settings.runtime
 
     def load(path: Path) -> Model:
-        return Model.load(
-            path, runtime=rt.runtime, num_threads=rt.num_threads or None, delegate=rt.delegate
-        )
+        threads = thread_plan(settings, p, path).interpreter
+        return Model.load(path, runtime=rt.runtime, num_threads=threads, delegate=rt.delegate)
 
     return load
 
@@ -105,7 +125,7 @@ def load_model(
 ) -> tuple[Model, ModelInfo, Path | None]:
     """The installed update if there is one (with its labels, if it brought any),
     else the configured model file."""
-    load = model_loader(settings)
+    load = model_loader(settings, p)
     installed = store.current(model_name(p)) if store else None
     if installed is not None:
         try:
@@ -144,10 +164,10 @@ def build_pipeline(
     """A ready pipeline; ModelError or ConfigError if its parts cannot be made.
     `on_progress` is called on every turn of its loop (the watchdog's heartbeat)."""
     model, info, labels = load_model(settings, p, store)
-    is_camera = p.source.kind in CAMERA_KINDS
+    decoders = thread_plan(settings, p, p.model).decoders
     image = (
-        ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels, p.image.decoders)
-        if is_camera
+        ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels, decoders)
+        if is_camera(p)
         else None
     )
     policy = build_policy(p, _classes(model), labels)

@@ -5,8 +5,11 @@
 In one run, on the same frames:
 
   ceiling          `Model.infer` on a ready uint8 tensor, one thread calling it,
-                   the interpreter on every core: frames/s, p50/p99 latency, and
-                   the process CPU time each invoke costs (`time.process_time`)
+                   the interpreter with the pipeline's own thread count (auto:
+                   the cores its decoders leave, see edge_agent/sizing.py):
+                   frames/s, p50/p99 latency, and the process CPU time each
+                   invoke costs (`time.process_time`); then on every core, for
+                   comparison
   decode           the pipeline's own preprocessing (`ImagePreprocessor.prepare`:
                    JPEG draft decode, RGB, resize) in a single-threaded loop:
                    CPU seconds per frame
@@ -42,6 +45,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+from edge_agent import wiring
 from edge_agent.agent import Agent
 from edge_agent.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INPUT, EXIT_MODEL
 from edge_agent.errors import ConfigError, EdgeAgentError, InputError, ModelError
@@ -49,6 +53,7 @@ from edge_agent.localbroker import Mosquitto, free_port
 from edge_agent.preprocess import ImagePreprocessor
 from edge_agent.runtime import Model, default_threads
 from edge_agent.settings import load_settings
+from edge_agent.sizing import ThreadPlan
 
 FRAME_SIZE = (1280, 720)
 FRAME_COUNT = 8
@@ -230,6 +235,14 @@ def camera_config(
     }
 
 
+def planned_threads(config: dict[str, Any]) -> ThreadPlan:
+    """The interpreter and decoder threads the agent will give the first pipeline of
+    `config`: the ceiling is measured at the pipeline's own thread count."""
+    settings = load_settings(None, config)
+    pipeline = settings.pipelines[0]
+    return wiring.thread_plan(settings, pipeline, pipeline.model)
+
+
 def measure_pipeline(
     config: dict[str, Any],
     *,
@@ -382,9 +395,12 @@ class BenchReport:
     model: str
     runtime: str
     cores: int
+    threads: int  # the pipeline's interpreter threads; the ceiling is measured with these
+    decoders: int
     frames: str  # what the frames are
     broker: bool  # False: no mosquitto here, events stayed in the outbox
     ceiling: LoopStats
+    ceiling_all_cores: LoopStats
     decode: LoopStats
     limit_fps: float
     pipeline: PipelineRun
@@ -410,23 +426,34 @@ def bundled_model() -> Path:
 
 def run_bench(model_path: Path, pattern: str, seconds: float, workdir: Path) -> BenchReport:
     """Ceiling, decode and the CPU-bound limit in this process, then the pipeline in a
-    child process over the files `pattern` matches."""
+    child process over the files `pattern` matches. The ceiling is measured at the
+    pipeline's interpreter thread count, and at all cores for comparison."""
     frames = frame_files(pattern)
-    model = Model.load(model_path)
-    runtime, cores = model.runtime, default_threads()
-    ceiling = measure_ceiling(model, seconds)
-    decode = measure_decode(model, [p.read_bytes() for p in frames], seconds)
-    del model  # the child loads its own
+    cores = default_threads()
     with local_broker(workdir / "broker") as port:
         config = camera_config(model_path, pattern, port or free_port(), workdir / "state")
+        plan = planned_threads(config)
+        model = Model.load(model_path, num_threads=plan.interpreter)
+        runtime = model.runtime
+        ceiling = measure_ceiling(model, seconds)
+        decode = measure_decode(model, [p.read_bytes() for p in frames], seconds)
+        del model  # the child loads its own
+        all_cores = (
+            ceiling
+            if plan.interpreter == cores
+            else measure_ceiling(Model.load(model_path, num_threads=cores), seconds / 2)
+        )
         pipeline = measure_pipeline(config, warmup=min(1.0, seconds), seconds=seconds)
     return BenchReport(
         model=str(model_path),
         runtime=runtime,
         cores=cores,
+        threads=plan.interpreter,
+        decoders=plan.decoders,
         frames=f"{len(frames)} files matching {pattern}",
         broker=port is not None,
         ceiling=ceiling,
+        ceiling_all_cores=all_cores,
         decode=decode,
         limit_fps=cpu_bound_limit(ceiling, decode, cores),
         pipeline=pipeline,
@@ -436,10 +463,16 @@ def run_bench(model_path: Path, pattern: str, seconds: float, workdir: Path) -> 
 def print_report(report: BenchReport) -> None:
     c, d, p = report.ceiling, report.decode, report.pipeline
     cpu_invoke, cpu_decode = c.cpu_per_item * 1e3, d.cpu_per_item * 1e3
+    threads = f"{report.threads} interpreter thread{'s' if report.threads > 1 else ''}"
     print(f"model {report.model} ({report.runtime}, {report.cores} cores)")
     print(f"frames: {report.frames}")
+    print(f"pipeline threads: {threads}, {report.decoders} decoding ahead")
     print(f"  {'ceiling: infer on a ready tensor':<36}{c.rate:8.1f} frames/s", end="")
     print(f"   p50 {c.p50_ms:.2f} ms, p99 {c.p99_ms:.2f} ms, CPU {cpu_invoke:.2f} ms/invoke")
+    if report.ceiling_all_cores is not c:
+        a = report.ceiling_all_cores
+        print(f"  {f'  the same on all {report.cores} cores':<36}{a.rate:8.1f} frames/s", end="")
+        print(f"   CPU {a.cpu_per_item * 1e3:.2f} ms/invoke")
     print(f"  {'decode + resize, one thread':<36}{d.rate:8.1f} frames/s", end="")
     print(f"   CPU {cpu_decode:.2f} ms/frame")
     print(

@@ -73,7 +73,6 @@ def _str(value: object) -> str | None:
 
 def _targets(settings: cfg.Settings, pipelines: Sequence[Pipeline]) -> list[Target]:
     by_name = {p.name: p for p in pipelines}
-    load = wiring.model_loader(settings)
     targets: dict[str, Target] = {}
     for p in settings.pipelines:
         name = wiring.model_name(p)
@@ -86,7 +85,11 @@ def _targets(settings: cfg.Settings, pipelines: Sequence[Pipeline]) -> list[Targ
             pipeline = by_name[p.name]
             info = ModelInfo(name, p.model_version, "")
             targets[name] = Target(
-                name, pipeline, load, (p.model, info), _policy_maker(p, pipeline)
+                name,
+                pipeline,
+                wiring.model_loader(settings, p),
+                (p.model, info),
+                _policy_maker(p, pipeline),
             )
     return list(targets.values())
 

@@ -207,7 +207,7 @@ class Device:
         fetch = {"read_timeout": 1.0, "connect_timeout": 1.0, **fetch}
         fetcher = Fetcher(FetchOptions(ca_file=str(self.ca_file), **fetch))
         configured = (SHAPES, ModelInfo(NAME, "1", ""))
-        load = wiring.model_loader(self.settings)
+        load = wiring.model_loader(self.settings, self.settings.pipelines[0])
         target = Target(NAME, self.pipeline, load, configured, self._make_policy)
         self.manager = UpdateManager(options, fetcher, self.store, [target], self.reports.append)
 
