@@ -224,8 +224,9 @@ def windows_of(lines: Sequence[str]) -> list[np.ndarray]:
 class SensorCosts:
     """Microseconds per window, each measured alone on this thread."""
 
-    invoke: float  # interpreter.invoke(), the input set once; interpreter on every core
-    invoke_one_thread: float  # the same with a one-thread interpreter
+    threads: int  # the pipeline's interpreter threads (auto: 1 for a model this small)
+    invoke: float  # interpreter.invoke(), the input set once, at the pipeline's threads
+    invoke_all_cores: float  # the same with an interpreter on every core
     infer: float  # Model.infer(float window): quantize, set, invoke, get, dequantize
     process: float  # Pipeline.process(Window): infer + policy + counters
     source: float  # parse `HOP` CSV lines and push them into the SlidingWindow
@@ -280,7 +281,8 @@ def process_us(csv: Path, windows: Sequence[np.ndarray], work: Path, seconds: fl
 def sensor_costs(csv: Path, work: Path, seconds: float) -> SensorCosts:
     lines = normal_lines()
     windows = windows_of(lines)
-    model = Model.load(VIBRATION)
+    threads = planned_threads(sensor_config(csv, 1, work)).interpreter
+    model = Model.load(VIBRATION, num_threads=threads)
     window = SlidingWindow(SIZE, HOP, CHANNELS, MEAN, STD)
 
     def source_step(i: int) -> None:
@@ -289,8 +291,9 @@ def sensor_costs(csv: Path, work: Path, seconds: float) -> SensorCosts:
             window.push(parse_line(line, CHANNELS))
 
     return SensorCosts(
-        invoke=invoke_us(default_threads(), windows[0], seconds),
-        invoke_one_thread=invoke_us(1, windows[0], seconds),
+        threads=threads,
+        invoke=invoke_us(threads, windows[0], seconds),
+        invoke_all_cores=invoke_us(default_threads(), windows[0], seconds),
         infer=per_call_us(lambda i: model.infer(windows[i % len(windows)]), seconds),
         process=process_us(csv, windows, work, seconds),
         source=per_call_us(source_step, seconds),
@@ -681,7 +684,8 @@ def print_sensor(r: Results) -> None:
     print(f"  {s.rate:9.0f} windows/s = {per_window:.1f} us per window", end="")
     print(f" ({per_window / k.invoke:.0f}x invoke alone), CPU {s.cpu_percent:.0f}%", end="")
     print(f", measured over {s.wall:.1f} s")
-    print(f"  invoke() alone {k.invoke:.1f} us ({k.invoke_one_thread:.1f} us with one thread)")
+    print(f"  invoke() alone {k.invoke:.1f} us, {k.threads} interpreter thread(s)", end="")
+    print(f" as in the pipeline ({k.invoke_all_cores:.1f} us on all {default_threads()} cores)")
     print(f"  beyond invoke(): {sensor_overhead_us(r):.1f} us per window; alone, per window:")
     print(f"    Model.infer {k.infer:.1f} us", end="")
     print(f" (+{k.infer - k.invoke:.1f}: quantize, set, get, dequantize)")

@@ -110,7 +110,7 @@ def _state_name(name: str, value: str) -> str:
 def _finite_vector(scores: npt.ArrayLike) -> _Vector:
     """The flattened scores as float64; NaN/inf rejected before they poison the smoothing."""
     flat = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if not np.all(np.isfinite(flat)):
+    if not np.isfinite(flat).all():
         raise ValueError("scores contain NaN or infinity")
     return flat
 
@@ -129,11 +129,14 @@ class _Ring:
     def push(self, values: _Vector) -> _Vector:
         """Store ``values`` and return the mean of the stored vectors (fewer at the start)."""
         size = self._rows.shape[0]
+        if size == 1:  # no smoothing: the mean of one vector is that vector
+            return values
         self._rows[self._next] = values
         self._next = (self._next + 1) % size
         self._count = min(self._count + 1, size)
-        mean: _Vector = self._rows[: self._count].mean(axis=0)
-        return mean
+        # What ndarray.mean computes, without its Python-level wrapper (~5 us a call).
+        total: _Vector = np.add.reduce(self._rows[: self._count], axis=0)
+        return total / self._count
 
 
 class _Debouncer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import numpy as np
 
 from edge_agent.errors import InputError, ModelError
 from edge_agent.flatbuffer import check_tflite
-from edge_agent.quant import check_params, dequantize, quantize
+from edge_agent.quant import Quantizer, check_params, dequantize, quantize
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class Model:
         self.sha256 = hashlib.sha256(content).hexdigest()
         self.inputs = tuple(_spec(d, label) for d in interpreter.get_input_details())
         self.outputs = tuple(_spec(d, label) for d in interpreter.get_output_details())
+        self._quantizers = tuple(_quantizer(spec) for spec in self.inputs)
 
     @classmethod
     def load(
@@ -164,10 +166,9 @@ class Model:
         """Run one inference; float inputs are quantized, outputs dequantized."""
         if len(inputs) != len(self.inputs):
             raise InputError(f"{self.label}: expects {len(self.inputs)} inputs, got {len(inputs)}")
-        prepared = [to_tensor(array, spec) for array, spec in zip(inputs, self.inputs, strict=True)]
-        with self._lock:
-            for array, spec in zip(prepared, self.inputs, strict=True):
-                self._interpreter.set_tensor(spec.index, array)
+        with self._lock:  # the quantizers' buffers are shared too
+            for array, spec, quantizer in zip(inputs, self.inputs, self._quantizers, strict=True):
+                self._interpreter.set_tensor(spec.index, to_tensor(array, spec, quantizer))
             try:
                 self._interpreter.invoke()
             except (ValueError, RuntimeError) as exc:
@@ -178,12 +179,15 @@ class Model:
         ]
 
 
-def to_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """Shape and type `array` for `spec`: floats are quantized, the tensor's own
-    dtype passes through, a missing batch dimension is added."""
+def to_tensor(
+    array: np.ndarray, spec: TensorSpec, quantizer: Quantizer | None = None
+) -> np.ndarray:
+    """Shape and type `array` for `spec`: floats are quantized (by `quantizer`, when
+    given, into its reused buffer), the tensor's own dtype passes through, a missing
+    batch dimension is added."""
     array = np.asarray(array)
     if array.shape != spec.shape:
-        if array.size != int(np.prod(spec.shape)):
+        if array.size != math.prod(spec.shape):
             raise InputError(
                 f"input {spec.name!r} needs shape {list(spec.shape)}, got {list(array.shape)}"
             )
@@ -191,8 +195,16 @@ def to_tensor(array: np.ndarray, spec: TensorSpec) -> np.ndarray:
     if array.dtype == spec.dtype:
         return array
     if array.dtype.kind == "f" or not spec.quantized:
+        if quantizer is not None:
+            return quantizer(array)
         return quantize(array, spec.scale, spec.zero_point, spec.dtype)
     raise InputError(f"input {spec.name!r} is {spec.dtype.name}; got {array.dtype.name} values")
+
+
+def _quantizer(spec: TensorSpec) -> Quantizer | None:
+    if not spec.quantized or spec.dtype.kind not in "iu" or spec.scale == 0.0:
+        return None
+    return Quantizer(spec.shape, spec.scale, spec.zero_point, spec.dtype)
 
 
 def _allocated(
