@@ -79,12 +79,6 @@ class PipelineStats:
         with self._lock:
             self.bytes_out += count
 
-    def latency_percentiles(self) -> dict[str, float]:
-        if not self.latencies_ms:
-            return {}
-        values = np.percentile(np.fromiter(self.latencies_ms, float), [50, 95, 99])
-        return {f"p{q}": round(float(v), 2) for q, v in zip((50, 95, 99), values, strict=True)}
-
 
 class Pipeline:
     """`run` is the thread body; it returns when `stop` is set or the source ends."""

@@ -34,17 +34,20 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from edge_agent.events import encode, utc_timestamp
 from edge_agent.logutil import RateLimitedLog
 from edge_agent.outbox import OutboxStats
+from edge_agent.percentile import percentiles
 from edge_agent.pipeline import Pipeline
+
+if TYPE_CHECKING:  # http.server (~0.5 MB resident) is imported only if /metrics is served
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
@@ -60,13 +63,21 @@ def pipeline_metrics(pipeline: Pipeline) -> dict[str, Any]:
     state = pipeline.state_payload()
     return {
         **{key: state[key] for key in COUNTERS},
-        "latency_ms": pipeline.stats.latency_percentiles(),
+        "latency_ms": latency_percentiles(pipeline.stats.latencies_ms),
         "decisions": state["events"],
         "state": state["state"],
         "bandwidth_ratio": state["bandwidth_ratio"],
         "model": state["model"],
         "drift": getattr(pipeline, "drift_status", None),
     }
+
+
+def latency_percentiles(samples_ms: Iterable[float]) -> dict[str, float]:
+    """`p50`, `p95` and `p99` of the samples, in ms with two decimals; {} if none."""
+    values = percentiles(samples_ms, (50, 95, 99))
+    if not values:
+        return {}
+    return {f"p{q}": round(v, 2) for q, v in zip((50, 95, 99), values, strict=True)}
 
 
 def device_metrics(
@@ -309,6 +320,8 @@ class MetricsServer:
 
     def start(self) -> None:
         """Bind (OSError if the port is taken) and serve on a daemon thread."""
+        from http.server import ThreadingHTTPServer  # noqa: PLC0415 - only when serving
+
         self._server = ThreadingHTTPServer(self._address, self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -328,6 +341,8 @@ class MetricsServer:
             self._thread.join(timeout=5)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
+        from http.server import BaseHTTPRequestHandler  # noqa: PLC0415 - only when serving
+
         snapshot = self._snapshot
 
         class Handler(BaseHTTPRequestHandler):

@@ -11,6 +11,7 @@ import pytest
 from edge_agent.drift import (
     Alert,
     DriftMonitor,
+    _cut_points,
     feature_names,
     input_features,
     psi,
@@ -138,6 +139,21 @@ def test_low_contrast_and_constant_frames_keep_their_contrast() -> None:
     expected = dim[0].astype(np.float64).std(axis=(0, 1))
     # float64 one pass: ~1e-9 relative here (a float32 one pass is off by 7%, a flat frame by 100%)
     np.testing.assert_allclose(input_features(dim, "image")[3:], expected, rtol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_frames_larger_than_one_slice_sum_exactly(dtype: type) -> None:
+    # 300x224 pixels: eight full slices of _moments and a partial one
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(5)
+    image: np.ndarray = rng.integers(info.min, info.max + 1, size=(1, 300, 224, 3)).astype(dtype)
+    pixels = image.reshape(-1, 3).astype(np.int64)
+    mean = pixels.sum(axis=0) / pixels.shape[0]  # integer sums: exact
+    square = (pixels * pixels).sum(axis=0) / pixels.shape[0]
+    features = input_features(image, "image")
+    np.testing.assert_array_equal(features[:3], mean)
+    np.testing.assert_allclose(features[3:], np.sqrt(square - mean * mean), rtol=1e-12)
+    np.testing.assert_allclose(features[3:], pixels.std(axis=0), rtol=1e-9)
 
 
 def test_sensor_features_match_numpy() -> None:
@@ -423,3 +439,27 @@ def test_regression_models_monitor_inputs_only() -> None:
     assert monitor.status["confidence_drop"] is None
     with pytest.raises(ValueError, match="scores"):
         monitor.observe(np.zeros(6), np.array([0.2, 0.8]))
+
+
+# --- reference bins ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bins", [2, 3, 10, 17])
+def test_cut_points_are_numpys_quantiles(bins: int) -> None:
+    """The same numbers, to the bit, as np.unique(np.quantile(...)), which the
+    monitor no longer calls (they import numpy.ma)."""
+    rng = np.random.default_rng(bins)
+    cuts = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    columns = [
+        rng.normal(size=500),
+        rng.normal(size=37) * 1e-6,
+        rng.integers(0, 4, size=500).astype(np.float64),  # ties: repeated cuts merge
+        np.full(50, 0.3),  # a constant column: a single cut
+        rng.integers(-128, 128, size=499) / 3.0,
+        np.round(rng.random(10), 1),
+    ]
+    for column in columns:
+        expected = np.unique(np.quantile(column, cuts))
+        got = _cut_points(column, cuts)
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)

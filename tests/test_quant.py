@@ -69,7 +69,7 @@ def test_the_buffered_quantizer_gives_what_quantize_gives(
     rng = np.random.default_rng(7)
     quantizer = Quantizer((1, 64, 3), scale, zero_point, dtype)
     for spread in (0.5, 10.0, 1e6):  # inside the range, at its edges, far outside
-        values = (rng.normal(size=(1, 64, 3)) * spread).astype(source)
+        values: np.ndarray = (rng.normal(size=(1, 64, 3)) * spread).astype(source)
         values.flat[:4] = [scale * 0.5, -scale * 1.5, scale * 2.5, 0.0]  # ties round to even
         expected = quantize(values, scale, zero_point, dtype)
         got = quantizer(values)
@@ -88,7 +88,7 @@ def test_the_buffered_quantizer_refuses_a_tensor_that_is_not_quantized() -> None
 def test_dequantize_is_exact_for_every_integer_width(dtype: type) -> None:
     info = np.iinfo(dtype)
     low, high = max(info.min, -70_000), min(info.max, 70_000)
-    values = np.linspace(low, high, 257).astype(dtype)
+    values: np.ndarray = np.linspace(low, high, 257).astype(dtype)
     zero_point = int(low // 2 + high // 2) // 3
     got = dequantize(values, 0.0078125, zero_point)  # a power of two: the product is exact
     expected = (values.astype(np.float64) - zero_point) * 0.0078125

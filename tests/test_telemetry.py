@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -23,12 +24,14 @@ from edge_agent import telemetry
 from edge_agent.agent import Agent
 from edge_agent.logutil import RateLimitedLog
 from edge_agent.outbox import OutboxStats
+from edge_agent.percentile import percentiles
 from edge_agent.pipeline import Pipeline
 from edge_agent.settings import load_settings
 from edge_agent.telemetry import (
     MetricsServer,
     TelemetryPublisher,
     device_metrics,
+    latency_percentiles,
     pipeline_metrics,
     prometheus_text,
     snapshot,
@@ -110,6 +113,23 @@ def finished_agent(broker: Mosquitto, tmp_path: Path) -> Agent:
     )
     agent.run(threading.Event(), until_done=True)
     return agent
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 10, 999, 1000])
+def test_percentiles_are_numpys(count: int) -> None:
+    """numpy's default (linear) percentiles, without numpy.percentile: it imports
+    numpy.ma, which the agent would then carry for good."""
+    samples = list(np.random.default_rng(count).lognormal(1.0, 0.8, size=count))
+    qs = (0, 1, 50, 95, 99, 99.9, 100)
+    expected = np.percentile(np.asarray(samples), qs)
+    assert percentiles(samples, qs) == pytest.approx(expected, rel=1e-15, abs=0)
+    assert percentiles([], qs) == []
+
+
+def test_latency_percentiles_round_to_hundredths() -> None:
+    assert latency_percentiles([]) == {}
+    assert latency_percentiles([1.0, 2.0, 4.0]) == {"p50": 2.0, "p95": 3.8, "p99": 3.96}
+    assert latency_percentiles([7.123456]) == {"p50": 7.12, "p95": 7.12, "p99": 7.12}
 
 
 @pytest.mark.integration

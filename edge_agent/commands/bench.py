@@ -43,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image
 
 from edge_agent import wiring
 from edge_agent.agent import Agent
 from edge_agent.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INPUT, EXIT_MODEL
 from edge_agent.errors import ConfigError, EdgeAgentError, InputError, ModelError
-from edge_agent.localbroker import Mosquitto, free_port
+from edge_agent.percentile import percentiles
 from edge_agent.preprocess import ImagePreprocessor
 from edge_agent.runtime import Model, default_threads
 from edge_agent.settings import load_settings
@@ -86,8 +86,8 @@ class LoopStats:
 def percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
     if not seconds:
         return 0.0, 0.0
-    p50, p99 = np.percentile(np.asarray(seconds, dtype=float), [50, 99])
-    return float(p50) * 1e3, float(p99) * 1e3
+    p50, p99 = percentiles(seconds, (50, 99))  # not numpy's: see edge_agent/percentile.py
+    return p50 * 1e3, p99 * 1e3
 
 
 def timed_loop(step: Callable[[int], object], seconds: float) -> LoopStats:
@@ -132,6 +132,10 @@ def cpu_bound_limit(ceiling: LoopStats, decode: LoopStats, cores: int) -> float:
 
 def synthetic_frame(seed: int, size: tuple[int, int] = FRAME_SIZE) -> Image.Image:
     """A camera-like scene: a lit gradient, a few objects, slight blur, sensor noise."""
+    # Imported here, not at the top: the pipeline's child process (measured for
+    # its peak RSS) would otherwise carry modules the agent itself never loads.
+    from PIL import ImageDraw, ImageFilter  # noqa: PLC0415
+
     rng = np.random.default_rng(seed)
     width, height = size
     shade = np.linspace(0.0, 1.0, height)[:, None, None]
@@ -154,6 +158,8 @@ def photo_variation(
     photo: Image.Image, seed: int, size: tuple[int, int] = FRAME_SIZE
 ) -> Image.Image:
     """A crop of `photo` at the frame's aspect ratio, resized, maybe mirrored, relit."""
+    from PIL import ImageEnhance  # noqa: PLC0415 - see synthetic_frame
+
     rng = np.random.default_rng(seed)
     ratio = size[0] / size[1]
     crop_w = min(photo.width, photo.height * ratio) * rng.uniform(0.8, 1.0)
@@ -374,6 +380,8 @@ def run_child(request: dict[str, Any]) -> dict[str, Any]:
 @contextmanager
 def local_broker(workdir: Path) -> Iterator[int | None]:
     """A throwaway mosquitto's port, or None when mosquitto is not installed."""
+    from edge_agent.localbroker import Mosquitto  # noqa: PLC0415 - see synthetic_frame
+
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         broker = Mosquitto(workdir, persistence=False)
@@ -428,6 +436,8 @@ def run_bench(model_path: Path, pattern: str, seconds: float, workdir: Path) -> 
     """Ceiling, decode and the CPU-bound limit in this process, then the pipeline in a
     child process over the files `pattern` matches. The ceiling is measured at the
     pipeline's interpreter thread count, and at all cores for comparison."""
+    from edge_agent.localbroker import free_port  # noqa: PLC0415 - see synthetic_frame
+
     frames = frame_files(pattern)
     cores = default_threads()
     with local_broker(workdir / "broker") as port:
