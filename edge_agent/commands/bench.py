@@ -9,7 +9,9 @@ In one run, on the same frames:
                    the cores its decoders leave, see edge_agent/sizing.py):
                    frames/s, p50/p99 latency, and the process CPU time each
                    invoke costs (`time.process_time`); then on every core, for
-                   comparison
+                   comparison. Ceiling and decode are measured half before and
+                   half after the pipeline and taken together: a shared
+                   machine's speed drifts by several percent over a minute
   decode           the pipeline's own preprocessing (`ImagePreprocessor.prepare`:
                    JPEG draft decode, RGB, resize) in a single-threaded loop:
                    CPU seconds per frame
@@ -81,6 +83,18 @@ class LoopStats:
     @property
     def cpu_per_item(self) -> float:
         return self.cpu / self.items if self.items else 0.0
+
+    def plus(self, other: LoopStats) -> LoopStats:
+        """Two spans of the same loop as one (a baseline measured before and after
+        what it is compared with, on a machine whose speed drifts): totals add up,
+        percentiles are the mean of the two."""
+        return LoopStats(
+            self.items + other.items,
+            self.wall + other.wall,
+            self.cpu + other.cpu,
+            (self.p50_ms + other.p50_ms) / 2,
+            (self.p99_ms + other.p99_ms) / 2,
+        )
 
 
 def percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
@@ -433,27 +447,28 @@ def bundled_model() -> Path:
 
 
 def run_bench(model_path: Path, pattern: str, seconds: float, workdir: Path) -> BenchReport:
-    """Ceiling, decode and the CPU-bound limit in this process, then the pipeline in a
-    child process over the files `pattern` matches. The ceiling is measured at the
-    pipeline's interpreter thread count, and at all cores for comparison."""
+    """Ceiling, decode and the CPU-bound limit in this process, half before and half
+    after the pipeline (a child process over the files `pattern` matches), taken
+    together. The ceiling is at the pipeline's interpreter thread count, and once
+    more at all cores for comparison."""
     from edge_agent.localbroker import free_port  # noqa: PLC0415 - see synthetic_frame
 
-    frames = frame_files(pattern)
+    frames = [p.read_bytes() for p in frame_files(pattern)]
     cores = default_threads()
     with local_broker(workdir / "broker") as port:
         config = camera_config(model_path, pattern, port or free_port(), workdir / "state")
         plan = planned_threads(config)
-        model = Model.load(model_path, num_threads=plan.interpreter)
-        runtime = model.runtime
-        ceiling = measure_ceiling(model, seconds)
-        decode = measure_decode(model, [p.read_bytes() for p in frames], seconds)
-        del model  # the child loads its own
-        all_cores = (
-            ceiling
-            if plan.interpreter == cores
-            else measure_ceiling(Model.load(model_path, num_threads=cores), seconds / 2)
-        )
+
+        def baselines() -> tuple[str, LoopStats, LoopStats]:
+            model = Model.load(model_path, num_threads=plan.interpreter)
+            half = seconds / 2
+            return model.runtime, measure_ceiling(model, half), measure_decode(model, frames, half)
+
+        runtime, ceiling, decode = baselines()
+        all_cores = measure_ceiling(Model.load(model_path, num_threads=cores), seconds / 2)
         pipeline = measure_pipeline(config, warmup=min(1.0, seconds), seconds=seconds)
+        _, ceiling_after, decode_after = baselines()
+    ceiling, decode = ceiling.plus(ceiling_after), decode.plus(decode_after)
     return BenchReport(
         model=str(model_path),
         runtime=runtime,
@@ -479,7 +494,7 @@ def print_report(report: BenchReport) -> None:
     print(f"pipeline threads: {threads}, {report.decoders} decoding ahead")
     print(f"  {'ceiling: infer on a ready tensor':<36}{c.rate:8.1f} frames/s", end="")
     print(f"   p50 {c.p50_ms:.2f} ms, p99 {c.p99_ms:.2f} ms, CPU {cpu_invoke:.2f} ms/invoke")
-    if report.ceiling_all_cores is not c:
+    if report.threads != report.cores:
         a = report.ceiling_all_cores
         print(f"  {f'  the same on all {report.cores} cores':<36}{a.rate:8.1f} frames/s", end="")
         print(f"   CPU {a.cpu_per_item * 1e3:.2f} ms/invoke")
