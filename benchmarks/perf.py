@@ -397,7 +397,7 @@ def rss_steps(backend: str) -> list[tuple[str, float]]:
         ("numpy", "import numpy"),
         ("Pillow", "import PIL.Image"),
         ("paho-mqtt", "import paho.mqtt.client"),
-        ("pydantic", "import pydantic_settings"),
+        ("pydantic", "import pydantic"),
         ("edge_agent", "import edge_agent.commands.daemon"),
         (backend.partition(".")[0], f"import {backend}"),
         (

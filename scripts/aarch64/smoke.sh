@@ -487,7 +487,7 @@ main() {
     echo "  sysroot:  Debian $SUITE arm64, $(grep -E "^(python$PY|libc6) " "$SYSROOT/.packages" | paste -sd, | sed 's/,/, /g')"
     for runtime in $RUNTIMES; do
         ensure_site "$runtime"
-        echo "  $runtime: $(grep -iE '^(numpy|tflite-runtime|ai-edge-litert|pillow|cryptography|paho-mqtt|pydantic-settings)==' \
+        echo "  $runtime: $(grep -iE '^(numpy|tflite-runtime|ai-edge-litert|pillow|cryptography|paho-mqtt|pydantic)==' \
             "$SITE/.versions" | paste -sd' ')"
     done
     echo "  cache:    $CACHE ($(du -sh "$CACHE" 2>/dev/null | cut -f1))"
