@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -20,9 +20,11 @@ from edge_agent.events import ModelInfo, Topics, encode, event_payload, new_even
 from edge_agent.logutil import RateLimitedLog
 from edge_agent.outbox import NewEvent, Outbox
 from edge_agent.policy import Decision, Policy
-from edge_agent.preprocess import ImagePreprocessor, ResizeMode
 from edge_agent.runtime import Model
 from edge_agent.sources.base import Frame, Item, Source, SourceExhausted
+
+if TYPE_CHECKING:  # Pillow (2+ MB resident) is imported only by camera pipelines
+    from edge_agent.preprocess import ResizeMode
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
@@ -123,6 +125,8 @@ class Pipeline:
         image = None
         opts = self._image_options
         if opts is not None:
+            from edge_agent.preprocess import ImagePreprocessor  # noqa: PLC0415
+
             image = ImagePreprocessor(
                 model.inputs[0], resize=opts.resize, draft=opts.draft, max_pixels=opts.max_pixels
             )
