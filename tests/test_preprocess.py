@@ -5,7 +5,13 @@ import pytest
 from PIL import Image
 
 from edge_agent.errors import InputError, ModelError
-from edge_agent.preprocess import ImageLayout, ImagePreprocessor, fit, pixels_to_tensor
+from edge_agent.preprocess import (
+    ImageLayout,
+    ImagePreprocessor,
+    fit,
+    open_image,
+    pixels_to_tensor,
+)
 from edge_agent.runtime import TensorSpec
 
 from .conftest import FIXTURE_IMAGES
@@ -97,3 +103,37 @@ def test_oversized_images_are_refused_before_decoding(size: tuple[int, int], rea
     assert len(bomb) < 200_000
     with pytest.raises(InputError, match=reason):
         ImagePreprocessor(spec((1, 8, 8, 3))).prepare(bomb)
+
+
+def test_jpeg_opened_directly_decodes_as_image_open_does() -> None:
+    data = (FIXTURE_IMAGES / "cat_720p.jpg").read_bytes()
+    direct, generic = open_image(data), Image.open(io.BytesIO(data))
+    assert (direct.format, direct.size, direct.mode) == (generic.format, generic.size, generic.mode)
+    direct.draft("RGB", (224, 224))
+    generic.draft("RGB", (224, 224))
+    assert np.array_equal(np.asarray(direct), np.asarray(generic))
+
+
+def test_damaged_jpeg_headers_are_input_errors_never_crashes() -> None:
+    """Every truncation of a JPEG's header region and random bytes written into
+    it: the direct JPEG path must turn whatever Pillow's parser raises into an
+    InputError, as Image.open does for other formats."""
+    good = encode(Image.new("RGB", (48, 32), (200, 30, 60)), "JPEG")
+    preprocessor = ImagePreprocessor(spec((1, 8, 8, 3)))
+    damaged = [good[:n] for n in range(3, 700, 7)]
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        corrupt = bytearray(good)
+        at = rng.integers(3, 620, size=rng.integers(1, 6))
+        noise = rng.integers(0, 256, size=len(at)).astype(np.uint8).tobytes()
+        corrupt[at[0] : at[0] + len(at)] = noise
+        damaged.append(bytes(corrupt))
+    refusals, shapes = [], set()
+    for data in damaged:
+        try:
+            shapes.add(preprocessor.prepare(data).shape)
+        except InputError as exc:  # anything else fails the test
+            refusals.append(str(exc))
+    assert len(refusals) > 50  # the damage was real: many headers cannot be read
+    assert all(refusals)
+    assert shapes <= {(1, 8, 8, 3)}
