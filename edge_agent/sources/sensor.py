@@ -7,6 +7,8 @@ latest-wins: each one is a distinct stretch of signal. But a stalled pipeline
 must not grow memory, so a full queue drops its oldest window (counted in
 `stats.dropped`). The exception is replaying a regular file without `follow`:
 the data waits on disk, so the reader waits for the pipeline instead of dropping.
+Unpaced lines arrive by the thousand (a replay at `rate = 0`, a fast port), so
+each chunk's lines are parsed, windowed and queued together.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from edge_agent.logutil import RateLimitedLog
 from edge_agent.sources.base import SourceExhausted, SourceStats, Window
 from edge_agent.tls import MqttTls
 from edge_agent.tls import apply as apply_tls
-from edge_agent.windowing import SlidingWindow, parse_line
+from edge_agent.windowing import SlidingWindow, Vector, parse_csv_block, parse_line
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ class _SensorSource:
         self._queue_size = queue_size
         self._queue: deque[Window] = deque()
         self._changed = threading.Condition()
+        self._wake_at = -1  # wake a replay's reader thread, waiting for room, at this length
         self._done = False
         self._stop = threading.Event()
         self._errors = RateLimitedLog(logger)
@@ -72,10 +75,12 @@ class _SensorSource:
     def read(self, timeout: float) -> Window | None:
         """The oldest undelivered window, None on timeout, SourceExhausted once done."""
         with self._changed:
-            self._changed.wait_for(lambda: self._queue or self._done, timeout)
+            if not self._queue and not self._done:
+                self._changed.wait_for(lambda: self._queue or self._done, timeout)
             if self._queue:
                 window = self._queue.popleft()
-                self._changed.notify_all()  # a replay reader may be waiting for room
+                if len(self._queue) <= self._wake_at:  # notifying nobody costs too
+                    self._changed.notify_all()
                 self.stats.add(read=1)
                 return window
             if self._done:
@@ -125,19 +130,54 @@ class _SensorSource:
         """Push one sample; queue the window it completes, if any."""
         values = self._window.push(sample)
         if values is not None:
-            self._put(Window(values=values, origin=self._origin, captured=time.time()), wait)
+            self._put([values], wait)
 
-    def _put(self, window: Window, wait: bool) -> None:
+    def _samples(self, samples: np.ndarray, *, wait: bool) -> None:
+        """Push samples [n, channels]; queue the windows they complete, all at once."""
+        windows = self._window.push_many(samples)
+        if windows:
+            self._put(windows, wait)
+
+    def _put(self, values: list[Vector], wait: bool) -> None:
+        """Queue windows just made, under one lock acquisition however many there are.
+
+        With `wait`, a full queue waits for the reader (or close()); otherwise it
+        drops its oldest windows, counted.
+        """
+        captured = time.time()
+        windows = [Window(values=array, origin=self._origin, captured=captured) for array in values]
         with self._changed:
             if wait:
-                self._changed.wait_for(
-                    lambda: len(self._queue) < self._queue_size or self._stop.is_set()
-                )
-            while len(self._queue) >= self._queue_size:
+                self._put_waiting(windows)
+            else:
+                self._queue.extend(windows)
+            dropped = len(self._queue) - self._queue_size
+            for _ in range(dropped):
                 self._queue.popleft()
-                self.stats.add(dropped=1)
-            self._queue.append(window)
             self._changed.notify_all()
+        if dropped > 0:
+            self.stats.add(dropped=dropped)
+
+    def _put_waiting(self, windows: list[Window]) -> None:
+        """Queue the windows as room frees up; the lock is held. Stops at close().
+
+        A full queue is refilled once the pipeline has taken half of it, not as
+        each window goes: waking this thread for every window would cost more
+        than the window itself.
+        """
+        done = 0
+        while done < len(windows):
+            room = self._queue_size - len(self._queue)
+            if room > 0:
+                self._queue.extend(windows[done : done + room])
+                done += room
+                continue
+            self._changed.notify_all()  # the pipeline may be asleep: show it what is queued
+            self._wake_at = self._queue_size // 2
+            self._changed.wait_for(lambda: len(self._queue) <= self._wake_at or self._stop.is_set())
+            self._wake_at = -1
+            if self._stop.is_set():
+                return  # closing: the rest would never be read
 
     def _reject(self, kind: str, reason: str) -> None:
         """Count one bad input or failed read; log it, rate-limited per kind."""
@@ -212,7 +252,9 @@ class LinesSource(_SensorSource):
     failing device is reopened with backoff.
 
     `rate` paces lines per second, to replay a recording at its nominal rate;
-    0 reads as fast as possible.
+    0 reads as fast as possible, each chunk's complete lines parsed, windowed and
+    queued together (`parse_csv_block`, `SlidingWindow.push_many`): the same
+    windows and errors as line by line, at a small fraction of the cost.
     """
 
     def __init__(
@@ -238,6 +280,7 @@ class LinesSource(_SensorSource):
         self._fields = fields
         self._follow = follow
         self._pacer = _Pacer(rate, self._stop)
+        self._batched = rate == 0  # nothing to pace: a chunk's lines can go through together
         self._replay = False  # a regular file without follow: wait for the pipeline, never drop
         self._start()
 
@@ -337,14 +380,32 @@ class LinesSource(_SensorSource):
     def _bytes(self, source: _Input, chunk: bytes) -> None:
         self.stats.add(bytes_in=len(chunk))
         source.pending += chunk
+        if self._batched:
+            self._block(source)
+        else:
+            self._each_line(source)
+        if len(source.pending) > _MAX_LINE:
+            self._reject("bad line", f"no newline within {_MAX_LINE} bytes, discarded")
+            source.pending.clear()
+
+    def _each_line(self, source: _Input) -> None:
         start = 0
         while (end := source.pending.find(b"\n", start)) >= 0 and not self._stop.is_set():
             self._line(source.pending[start:end])
             start = end + 1
         del source.pending[:start]
-        if len(source.pending) > _MAX_LINE:
-            self._reject("bad line", f"no newline within {_MAX_LINE} bytes, discarded")
-            source.pending.clear()
+
+    def _block(self, source: _Input) -> None:
+        """Every complete line pending at once: one parse, one push, one hand-over."""
+        end = source.pending.rfind(b"\n") + 1
+        if not end or self._stop.is_set():
+            return
+        block = bytes(source.pending[:end])
+        del source.pending[:end]
+        samples, errors = parse_csv_block(block, self._channels, self._fields)
+        for _, reason in errors:
+            self._reject("bad line", reason)
+        self._samples(samples, wait=self._replay)
 
     def _flush(self, source: _Input) -> None:
         """A last line without a newline is still a line once its input has ended."""

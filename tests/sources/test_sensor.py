@@ -15,9 +15,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.errors import InputError
 from edge_agent.sources.base import SourceExhausted
 from edge_agent.sources.sensor import IioSource, LinesSource, MqttSensorSource
-from edge_agent.windowing import SlidingWindow
+from edge_agent.windowing import SlidingWindow, parse_line
 
 from ..broker import Mosquitto, free_port
 
@@ -174,6 +175,71 @@ def test_replaying_a_file_waits_for_the_pipeline_instead_of_dropping(tmp_path: P
         windows = take_all(source)
         assert source.stats.dropped == 0
     assert_windows(windows, *(normalised((i, -i)) for i in range(100)))
+
+
+def replay_lines(count: int) -> list[str]:
+    """A recording with every kind of bad line now and then, and blank lines."""
+    rng = np.random.default_rng(3)
+    bad = ["abc,1", "3,nan", "5", "7,8,9", '{"a": 1}', "1,,2", "1e40,1", "1 2,3", "\x00,1"]
+    lines = []
+    for index in range(count):
+        if index % 97 == 13:
+            lines.append(bad[index % len(bad)])
+        elif index % 131 == 7:
+            lines.append(" " if index % 2 else "")
+        else:
+            x, y = rng.normal(0.0, 3.0, size=2)
+            lines.append(f"{x:.4f},{y:.{index % 7}f}" + ("\r" if index % 5 == 0 else ""))
+    return lines
+
+
+def windows_line_by_line(lines: list[str], size: int, hop: int) -> tuple[list[np.ndarray], int]:
+    """The windows and the error count of parsing and pushing one line at a time."""
+    window = SlidingWindow(size, hop, 2, mean=MEAN, std=STD)
+    windows, errors = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            sample = parse_line(line, 2)
+        except InputError:
+            errors += 1
+            continue
+        if (values := window.push(sample)) is not None:
+            windows.append(values)
+    return windows, errors
+
+
+@pytest.mark.integration
+def test_bulk_replay_gives_the_windows_of_line_by_line(tmp_path: Path) -> None:
+    lines = replay_lines(12_000)  # ~170 KB: several reads, lines cut between them
+    path = tmp_path / "samples.csv"
+    path.write_text("\n".join(lines))  # the last line without a newline
+    want, bad = windows_line_by_line(lines, size=16, hop=5)
+    with closing(lines_source(path, size=16, hop=5, queue_size=4)) as source:
+        got = take_all(source)
+        assert source.stats.errors == bad > 0
+        assert source.stats.dropped == 0
+        assert source.stats.read == len(want)
+        assert source.stats.bytes_in == path.stat().st_size
+    assert len(got) == len(want)
+    for values, expected in zip(got, want, strict=True):
+        np.testing.assert_array_equal(values, expected)
+
+
+@pytest.mark.integration
+def test_close_is_prompt_while_a_replay_waits_for_the_pipeline(tmp_path: Path) -> None:
+    path = tmp_path / "samples.csv"
+    path.write_text("".join(f"{i},{-i}\n" for i in range(50_000)))
+    source = lines_source(path, size=1, queue_size=2)  # nobody reads
+    wait_until(lambda: len(source._queue) == 2)
+    started = time.monotonic()
+    source.close()
+    assert time.monotonic() - started < 1.0
+    assert not any(thread.name == "probe" for thread in threading.enumerate())
+    assert_windows(take(source, 2), normalised((0, 0)), normalised((1, -1)))
+    with pytest.raises(SourceExhausted):
+        source.read(0.1)
 
 
 @pytest.mark.integration
