@@ -18,6 +18,7 @@ import math
 import os
 import select
 import stat
+import sys
 import threading
 import time
 from collections import deque
@@ -44,6 +45,7 @@ DEFAULT_QUEUE_SIZE = 64
 _POLL_INTERVAL = 0.1  # seconds between checks for more data, rotation, or close()
 _JOIN_TIMEOUT = 2.0
 _CHUNK = 65536
+_PULL_CHUNK = 16384  # a replay's windows per read stay few even with hop 1
 _MAX_LINE = 65536  # a serial port at the wrong baud rate can send megabytes without a newline
 _BACKOFF_MIN = 0.5
 _BACKOFF_MAX = 10.0
@@ -282,7 +284,61 @@ class LinesSource(_SensorSource):
         self._pacer = _Pacer(rate, self._stop)
         self._batched = rate == 0  # nothing to pace: a chunk's lines can go through together
         self._replay = False  # a regular file without follow: wait for the pipeline, never drop
-        self._start()
+        self._pull_lock = threading.Lock()
+        self._pulled = self._open_for_pull()
+        if self._pulled is None:
+            self._start()
+        else:  # read() fills the queue one chunk at a time, only when it is empty
+            self._queue_size = sys.maxsize
+
+    def read(self, timeout: float) -> Window | None:
+        if self._pulled is not None:
+            self._pull()
+        return super().read(timeout)
+
+    def close(self) -> None:
+        super().close()
+        with self._pull_lock:
+            self._end_pull()
+
+    def _open_for_pull(self) -> _Input | None:
+        """A regular file replayed at full speed (no `rate`, no `follow`) needs no
+        thread of its own: the pipeline's thread reads the next chunk once it has
+        used up the last. A hand-over between two threads per window, and their
+        fight for the GIL, cost more than a small model's whole window."""
+        if not self._batched or self._follow or self._path == "-":
+            return None
+        try:
+            fd = self._open_path()
+        except OSError:
+            return None  # the reader thread tries again and reports why it cannot
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return None
+        return _Input(fd=fd, regular=True, fifo=False, ident=(info.st_dev, info.st_ino))
+
+    def _pull(self) -> None:
+        """Read and parse chunks until a window is queued or the file has ended."""
+        with self._pull_lock:
+            while self._pulled is not None and not self._queue and not self._stop.is_set():
+                source = self._pulled
+                try:
+                    chunk = os.read(source.fd, _PULL_CHUNK)
+                except OSError as exc:
+                    self._reject("read failed", str(exc))
+                    chunk = b""
+                if chunk:
+                    self._bytes(source, chunk)
+                    continue
+                self._flush(source)
+                self._end_pull()
+
+    def _end_pull(self) -> None:
+        if self._pulled is not None:
+            os.close(self._pulled.fd)
+            self._pulled = None
+            self._finish()
 
     def _run(self) -> None:
         backoff = _Backoff()

@@ -231,13 +231,36 @@ def test_bulk_replay_gives_the_windows_of_line_by_line(tmp_path: Path) -> None:
 def test_close_is_prompt_while_a_replay_waits_for_the_pipeline(tmp_path: Path) -> None:
     path = tmp_path / "samples.csv"
     path.write_text("".join(f"{i},{-i}\n" for i in range(50_000)))
-    source = lines_source(path, size=1, queue_size=2)  # nobody reads
+    # Paced (far faster than it matters): a reader thread fills the queue and waits.
+    source = lines_source(path, size=1, queue_size=2, rate=1e9)  # nobody reads
     wait_until(lambda: len(source._queue) == 2)
     started = time.monotonic()
     source.close()
     assert time.monotonic() - started < 1.0
     assert not any(thread.name == "probe" for thread in threading.enumerate())
     assert_windows(take(source, 2), normalised((0, 0)), normalised((1, -1)))
+    with pytest.raises(SourceExhausted):
+        source.read(0.1)
+
+
+def test_a_full_speed_replay_is_read_on_the_callers_thread(tmp_path: Path) -> None:
+    """No reader thread: read() parses the next chunk when the last one is used up,
+    so a big file is never more than one chunk ahead in memory."""
+    path = tmp_path / "samples.csv"
+    rows = [(i % 7, -(i % 5)) for i in range(19_999)]  # + the last line: 20 000 samples
+    path.write_text("".join(f"{a},{b}\n" for a, b in rows) + "bad,line\n1,2")
+    threads = set(threading.enumerate())
+    source = lines_source(path, size=2, hop=2, queue_size=4)
+    assert set(threading.enumerate()) == threads
+    first = take(source, 1)
+    assert 1 < len(source._queue) < 2_000  # one chunk's windows, not the file's
+    windows = first + take_all(source)
+    assert len(windows) == 10_000
+    assert_windows(windows[:2], normalised(*rows[:2]), normalised(*rows[2:4]))
+    assert_windows(windows[-1:], normalised(rows[-1], (1, 2)))
+    assert (source.stats.read, source.stats.errors, source.stats.dropped) == (10_000, 1, 0)
+    assert source.stats.bytes_in == path.stat().st_size
+    source.close()
     with pytest.raises(SourceExhausted):
         source.read(0.1)
 
