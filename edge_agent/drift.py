@@ -239,7 +239,7 @@ def _count(name: str, value: int, least: int = 1) -> int:
 
 def _finite_vector(name: str, values: npt.ArrayLike) -> _Vector:
     flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    if flat.size == 0 or not np.all(np.isfinite(flat)):
+    if flat.size == 0 or not np.logical_and.reduce(np.isfinite(flat)):
         raise ValueError(f"{name} must be non-empty and finite, got {flat}")
     return flat
 

@@ -243,8 +243,11 @@ class Pipeline:
                 self.stats.model_errors += 1
                 limited.error(f"{self.name}-model", "%s: %s", self.name, exc)
                 return None
-        if self._drift is not None:
-            self._watch(tensor, outputs[0], item.captured)
+        watch = self._drift
+        if watch is not None:
+            watch.seen += 1
+            if not watch.seen % watch.every:
+                self._watch(watch, tensor, outputs[0], item.captured)
         try:
             decision = self.policy.decide(outputs[0], time.monotonic())
         except ValueError as exc:
@@ -259,13 +262,10 @@ class Pipeline:
     def drift_status(self) -> dict[str, Any] | None:
         return None if self._drift is None else dict(self._drift.monitor.status)
 
-    def _watch(self, tensor: np.ndarray, scores: np.ndarray, captured: float) -> None:
-        """Feed every n-th input to the drift monitor; publish its alerts."""
-        watch = self._drift
-        assert watch is not None
-        watch.seen += 1
-        if watch.seen % watch.every:
-            return
+    def _watch(
+        self, watch: DriftWatch, tensor: np.ndarray, scores: np.ndarray, captured: float
+    ) -> None:
+        """Feed this input (one in `watch.every`) to the drift monitor; publish alerts."""
         kind: Literal["image", "sensor"] = "sensor" if self._image is None else "image"
         try:
             alert = watch.monitor.observe(

@@ -110,7 +110,7 @@ def _state_name(name: str, value: str) -> str:
 def _finite_vector(scores: npt.ArrayLike) -> _Vector:
     """The flattened scores as float64; NaN/inf rejected before they poison the smoothing."""
     flat = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if not np.isfinite(flat).all():
+    if not np.logical_and.reduce(np.isfinite(flat)):  # ndarray.all(): +2 us of Python
         raise ValueError("scores contain NaN or infinity")
     return flat
 

@@ -166,17 +166,18 @@ class Model:
         """Run one inference; float inputs are quantized, outputs dequantized."""
         if len(inputs) != len(self.inputs):
             raise InputError(f"{self.label}: expects {len(self.inputs)} inputs, got {len(inputs)}")
+        interpreter = self._interpreter
         with self._lock:  # the quantizers' buffers are shared too
             for array, spec, quantizer in zip(inputs, self.inputs, self._quantizers, strict=True):
-                self._interpreter.set_tensor(spec.index, to_tensor(array, spec, quantizer))
+                interpreter.set_tensor(spec.index, to_tensor(array, spec, quantizer))
             try:
-                self._interpreter.invoke()
+                interpreter.invoke()
             except (ValueError, RuntimeError) as exc:
                 raise ModelError(f"{self.label}: inference failed: {_one_line(exc)}") from exc
-            raw = [self._interpreter.get_tensor(spec.index) for spec in self.outputs]
-        return [
-            dequantize(r, s.scale, s.zero_point) for r, s in zip(raw, self.outputs, strict=True)
-        ]
+            return [
+                dequantize(interpreter.get_tensor(s.index), s.scale, s.zero_point)
+                for s in self.outputs
+            ]
 
 
 def to_tensor(
