@@ -35,7 +35,9 @@ class DecodeAhead:
     ) -> None:
         self._read = read
         self._prepare = prepare
-        self._handoff: queue.Queue[Ready | None] = queue.Queue(maxsize=max(1, workers - 1))
+        # Room for one frame more than there are decoders: with one decoder and room for
+        # one, a slow frame left the model idle; a second ready frame absorbs it.
+        self._handoff: queue.Queue[Ready | None] = queue.Queue(maxsize=workers + 1)
         self._read_lock = threading.Lock()
         self._turn = threading.Condition()
         self._issued = 0  # tickets handed to readers
