@@ -292,7 +292,7 @@ class LinesSource(_SensorSource):
             self._queue_size = sys.maxsize
 
     def read(self, timeout: float) -> Window | None:
-        if self._pulled is not None:
+        if self._pulled is not None and not self._queue:  # only this thread fills it
             self._pull()
         return super().read(timeout)
 
