@@ -748,7 +748,7 @@ def print_sensor(r: Results) -> None:
     print(f"    Model.infer {k.infer:.1f} us", end="")
     print(f" (+{k.infer - k.invoke:.1f}: quantize, set, get, dequantize)")
     print(f"    Pipeline.process {k.process:.1f} us (+{k.process - k.infer:.1f} policy, counters)")
-    print(f"    source: {HOP} CSV lines parsed and windowed {k.source:.1f} us (its own thread)")
+    print(f"    source: {HOP} CSV lines parsed and windowed {k.source:.1f} us")
 
 
 def print_startup(s: Startup) -> None:
