@@ -32,6 +32,11 @@ ENV_PREFIX = "EDGE_AGENT_"
 ENV_DELIMITER = "__"  # EDGE_AGENT_MQTT__TLS__CA_FILE = mqtt.tls.ca_file
 
 
+# An int in 0..2 rather than Literal[0, 1, 2]: an EDGE_AGENT_* variable arrives as a
+# string, which pydantic converts to an int but never to a literal.
+Qos = Annotated[int, Field(ge=0, le=2)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,7 +78,7 @@ class MqttSettings(Strict):
     port: int = Field(1883, ge=1, le=65535, description="usually 8883 with tls")
     prefix: str = Field("edge", min_length=1, pattern=r"^[^#+]+$")
     protocol: Literal["5", "3.1.1"] = "5"
-    qos: Literal[0, 1, 2] = 1
+    qos: Qos = 1
     keepalive: int = Field(30, ge=5, le=3600, description="seconds")
     client_id: str | None = Field(None, description="default: the device id")
     username: str | None = None
@@ -331,7 +336,7 @@ class PipelineSettings(Strict):
     image: ImageSettings = ImageSettings()
     policy: PolicySettings
     drift: DriftSettings = DriftSettings()
-    qos: Literal[0, 1, 2] | None = Field(None, description="default: mqtt.qos")
+    qos: Qos | None = Field(None, description="default: mqtt.qos")
 
 
 class Settings(Strict):

@@ -378,3 +378,10 @@ def test_loading_settings_stays_light() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_qos_can_be_set_from_the_environment(env: pytest.MonkeyPatch, config: Path) -> None:
+    env.setenv("EDGE_AGENT_MQTT__QOS", "2")
+    assert load(config).mqtt.qos == 2
+    env.setenv("EDGE_AGENT_MQTT__QOS", "3")
+    assert "mqtt.qos" in refused(config)
