@@ -88,7 +88,7 @@ class ImagePreprocessor:
         except (OSError, SyntaxError, ValueError, IndexError, TypeError, struct.error) as exc:
             # The last three: what a plugin's header parser raises on garbage, which
             # Image.open would have turned into an OSError (see open_image).
-            raise InputError(f"not a readable image: {exc or type(exc).__name__}") from exc
+            raise InputError(f"not a readable image: {str(exc) or type(exc).__name__}") from exc
 
     def _check_size(self, image: Image.Image) -> None:
         width, height = image.size

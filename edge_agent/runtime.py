@@ -203,7 +203,7 @@ def to_tensor(
 
 
 def _quantizer(spec: TensorSpec) -> Quantizer | None:
-    if not spec.quantized or spec.dtype.kind not in "iu" or spec.scale == 0.0:
+    if not spec.quantized or spec.dtype.kind not in "iu":
         return None
     return Quantizer(spec.shape, spec.scale, spec.zero_point, spec.dtype)
 

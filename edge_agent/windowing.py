@@ -310,6 +310,26 @@ _DIVISORS = np.concatenate((_POWERS, -_POWERS))  # [n + 9 * negative]
 _ONE, _BYTE = np.uint64(1), np.uint64(8)
 
 
+def _popcount(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint8]:
+    """Set bits per uint64, as `np.bitwise_count` (numpy >= 2) counts them: the
+    tflite-runtime install pins numpy < 2, which lacks it."""
+    m1, m2, m4 = (
+        np.uint64(0x5555555555555555),
+        np.uint64(0x3333333333333333),
+        np.uint64(0x0F0F0F0F0F0F0F0F),
+    )
+    x = words - ((words >> _ONE) & m1)
+    x = (x & m2) + ((x >> np.uint64(2)) & m2)
+    x = (x + (x >> np.uint64(4))) & m4
+    counts: npt.NDArray[np.uint8] = ((x * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(
+        np.uint8
+    )
+    return counts
+
+
+_bitwise_count = getattr(np, "bitwise_count", _popcount)
+
+
 def _short_numbers(
     padded: npt.NDArray[np.uint8],
     starts: npt.NDArray[np.intp],
@@ -337,7 +357,7 @@ def _short_numbers(
     done &= (sign >> _BYTE) == 0  # a sign only first
     done &= (point & (point - _ONE)) == 0  # one point at most
     # the point's index, found as the number of flag bits below it; `size` if none
-    at = np.minimum(np.bitwise_count(point - _ONE) >> 3, size)
+    at = np.minimum(_bitwise_count(point - _ONE) >> 3, size)
     # close the gap: the bytes from the point on take the next byte's digit
     below = _LOW[at]
     values = digits.view(_U64)
@@ -352,9 +372,9 @@ def _strip(cell: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.uint64], npt.ND
     cut, where `_short_numbers` rejects it like any byte that is not part of a number."""
     chars = cell.view(np.uint8)
     token = ((chars != 0) & (chars != 32) & (chars != 9) & (chars != 13)).view(_U64)
-    first = np.bitwise_count((token & (~token + _ONE)) - _ONE) >> 3  # 8 if blank
+    first = _bitwise_count((token & (~token + _ONE)) - _ONE) >> 3  # 8 if blank
     shift = np.minimum(first, _WORD - 1).astype(np.uint64) * _BYTE
-    size = np.bitwise_count(token)
+    size = _bitwise_count(token)
     return (cell >> shift) & _LOW[size], size.astype(np.intp)
 
 

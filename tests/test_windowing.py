@@ -409,3 +409,17 @@ def test_bad_arguments_name_the_argument(kwargs: dict[str, object], name: str) -
     arguments: dict[str, object] = {"size": 4, "hop": 2, "channels": 2, **kwargs}
     with pytest.raises(ValueError, match=f"^{name}:"):
         SlidingWindow(**arguments)  # type: ignore[arg-type]
+
+
+def test_the_popcount_fallback_counts_as_numpy_does() -> None:
+    """numpy < 2 (the tflite-runtime install) has no bitwise_count: the fallback
+    must give the same counts, the same dtype."""
+    from edge_agent.windowing import _popcount  # noqa: PLC0415 - a private helper
+
+    rng = np.random.default_rng(11)
+    words = rng.integers(0, 2**63, size=2000, dtype=np.uint64) * np.uint64(2)
+    words[:4] = [0, 1, 2**64 - 1, 2**63]
+    expected = [bin(int(w)).count("1") for w in words]
+    counts = _popcount(words)
+    assert counts.dtype == np.uint8
+    assert counts.tolist() == expected

@@ -256,7 +256,9 @@ class LinesSource(_SensorSource):
     `rate` paces lines per second, to replay a recording at its nominal rate;
     0 reads as fast as possible, each chunk's complete lines parsed, windowed and
     queued together (`parse_csv_block`, `SlidingWindow.push_many`): the same
-    windows and errors as line by line, at a small fraction of the cost.
+    windows and errors as line by line, at a small fraction of the cost. A regular
+    file at rate 0 without `follow` has no reader thread: `read` parses the next
+    chunk on the caller's thread whenever the queue is empty.
     """
 
     def __init__(
