@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/perf.py [--seconds N] [--json] [--strict]
 
 On MobileNetV2-224 int8 (models/bench) and 1280x720 JPEG frames made at start-up
-from ../shared/fixtures/images (cat_720p.jpg, parrot.jpg: crops, mirrors, light),
+from tests/fixtures/images (cat_720p.jpg, parrot.jpg: crops, mirrors, light),
 or synthetic scenes when the fixtures are absent, it measures in one run:
 
   1 ceiling      Model.infer on a ready uint8 tensor, the interpreter with the
@@ -55,7 +55,7 @@ import PIL
 from paho.mqtt.enums import CallbackAPIVersion
 from PIL import Image
 
-from edge_agent import wiring
+from edge_agent.app import wiring
 from edge_agent.commands.bench import (
     LoopStats,
     PipelineRun,
@@ -69,10 +69,10 @@ from edge_agent.commands.bench import (
     planned_threads,
     timed_loop,
 )
-from edge_agent.outbox import Outbox
-from edge_agent.runtime import BACKEND_MODULES, Model, default_threads, resolve_backend
-from edge_agent.settings import load_settings
-from edge_agent.sizing import ThreadPlan
+from edge_agent.config.settings import load_settings
+from edge_agent.model.runtime import BACKEND_MODULES, Model, default_threads, resolve_backend
+from edge_agent.model.sizing import ThreadPlan
+from edge_agent.mqtt.outbox import Outbox
 from edge_agent.sources.base import Window
 from edge_agent.windowing import SlidingWindow, parse_csv_block, parse_line
 
@@ -81,7 +81,7 @@ MODELS = ROOT / "models"
 MOBILENET = MODELS / "bench" / "mobilenet_v2_224_int8.tflite"
 VIBRATION = MODELS / "vibration_int8.tflite"
 SHAPES = MODELS / "shapes_int8.tflite"
-PHOTOS = ROOT.parent / "shared" / "fixtures" / "images"
+PHOTOS = ROOT / "tests" / "fixtures" / "images"
 HOST = "127.0.0.1"
 SIZE, HOP, CHANNELS = 64, 32, 3  # the sensor window, as in the demo
 MEAN, STD = [0.0, 0.0, 1.0], [0.5, 0.5, 0.5]
@@ -416,7 +416,7 @@ def rss_steps(backend: str) -> list[tuple[str, float]]:
         (backend.partition(".")[0], f"import {backend}"),
         (
             "model loaded",
-            f"from edge_agent.runtime import Model; m = Model.load({str(MOBILENET)!r})",
+            f"from edge_agent.model.runtime import Model; m = Model.load({str(MOBILENET)!r})",
         ),
         ("first infer", "import numpy as np; m.infer(np.zeros(m.inputs[0].shape, np.uint8))"),
     ]

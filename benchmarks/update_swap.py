@@ -30,10 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_agent.agent import Agent
+from edge_agent.app.agent import Agent
 from edge_agent.cli import main as edge_agent
-from edge_agent.localbroker import Mosquitto
-from edge_agent.settings import load_settings
+from edge_agent.config.settings import load_settings
+from edge_agent.devtools.localbroker import Mosquitto
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 SHAPES = MODELS / "shapes_int8.tflite"

@@ -17,7 +17,7 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.commands.manifest import add_manifest_commands
 from edge_agent.errors import ConfigError, EdgeAgentError, InputError, ModelError
-from edge_agent.logutil import configure
+from edge_agent.util.logs import configure
 
 EXIT_FAILURE = 1
 EXIT_MODEL = 3

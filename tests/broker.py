@@ -1,5 +1,5 @@
-"""The tests' broker is the package's throwaway one (see edge_agent.localbroker)."""
+"""The tests' broker is the package's throwaway one (see edge_agent.devtools.localbroker)."""
 
-from edge_agent.localbroker import Mosquitto, free_port
+from edge_agent.devtools.localbroker import Mosquitto, free_port
 
 __all__ = ["Mosquitto", "free_port"]

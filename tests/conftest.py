@@ -11,7 +11,7 @@ import pytest
 from .broker import Mosquitto
 
 PROJECT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(os.environ.get("EDGE_AGENT_FIXTURES", PROJECT.parent / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("EDGE_AGENT_FIXTURES", PROJECT / "tests" / "fixtures"))
 FIXTURE_MODELS = FIXTURES / "models"
 FIXTURE_IMAGES = FIXTURES / "images"
 DEMO_MODELS = PROJECT / "models"
@@ -26,7 +26,7 @@ BROKEN = FIXTURE_MODELS / "model_invoking_error.tflite"
 def pytest_configure(config: pytest.Config) -> None:
     if not MOBILENET.is_file():
         raise pytest.UsageError(
-            f"the shared fixtures are missing at {FIXTURES}; set EDGE_AGENT_FIXTURES"
+            f"the test fixtures are missing at {FIXTURES}; set EDGE_AGENT_FIXTURES"
         )
 
 

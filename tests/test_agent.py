@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.settings import load_settings
+from edge_agent.app.agent import Agent
+from edge_agent.config.settings import load_settings
 
 from .broker import Mosquitto
 from .conftest import DEMO_MODELS

@@ -18,8 +18,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.agent import Agent
-from edge_agent.settings import load_settings
+from edge_agent.app.agent import Agent
+from edge_agent.config.settings import load_settings
 
 from .broker import Mosquitto
 from .conftest import DEMO_MODELS

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.labels import align_labels, read_labels, top_k
-from edge_agent.preprocess import ImagePreprocessor
-from edge_agent.runtime import Model, available_runtimes
+from edge_agent.model.labels import align_labels, read_labels, top_k
+from edge_agent.model.preprocess import ImagePreprocessor
+from edge_agent.model.runtime import Model, available_runtimes
 
 from .conftest import FIXTURE_IMAGES, IMAGENET_LABELS, LSTM, MOBILENET
 

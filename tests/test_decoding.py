@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_agent.decoding import END, DecodeAhead
+from edge_agent.pipeline.decode_ahead import END, DecodeAhead
 from edge_agent.sources.base import Frame, Item, SourceExhausted
 
 

@@ -15,12 +15,12 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent import delivery
-from edge_agent.delivery import Dispatcher
 from edge_agent.errors import PublishError
-from edge_agent.events import Topics
-from edge_agent.outbox import Outbox
-from edge_agent.publisher import MqttOptions, MqttPublisher
+from edge_agent.mqtt import delivery
+from edge_agent.mqtt.delivery import Dispatcher
+from edge_agent.mqtt.outbox import Outbox
+from edge_agent.mqtt.payloads import Topics
+from edge_agent.mqtt.publisher import MqttOptions, MqttPublisher
 
 from .broker import Mosquitto
 from .subscriber import Subscriber

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.drift import (
+from edge_agent.pipeline.drift import (
     Alert,
     DriftMonitor,
     _cut_points,

@@ -1,6 +1,6 @@
 import pytest
 
-from edge_agent.flatbuffer import check_tflite
+from edge_agent.model.flatbuffer import check_tflite
 
 from .conftest import BROKEN, HELLO_WORLD, LSTM, MOBILENET
 

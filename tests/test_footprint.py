@@ -20,7 +20,7 @@ from .conftest import DEMO_MODELS
 pytestmark = pytest.mark.integration
 
 WATCHED = ("cryptography", "http.server", "numpy.ma")
-CAMERA_ONLY = ("PIL", "edge_agent.sources.camera", "edge_agent.preprocess")
+CAMERA_ONLY = ("PIL", "edge_agent.sources.camera", "edge_agent.model.preprocess")
 SENSOR_ONLY = ("edge_agent.sources.sensor", "edge_agent.windowing")
 
 # Builds an agent, runs it over a finite source (the drift monitor learns its
@@ -28,8 +28,8 @@ SENSOR_ONLY = ("edge_agent.sources.sensor", "edge_agent.windowing")
 # watched modules were imported on the way.
 CHILD = """
 import json, sys, threading
-from edge_agent.agent import Agent
-from edge_agent.settings import load_settings
+from edge_agent.app.agent import Agent
+from edge_agent.config.settings import load_settings
 
 config, watched = json.loads(sys.stdin.read())
 agent = Agent(load_settings(None, config))

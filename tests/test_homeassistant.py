@@ -13,8 +13,7 @@ import paho.mqtt.publish as mqtt_publish
 import pytest
 
 from edge_agent.errors import PublishError
-from edge_agent.events import Topics
-from edge_agent.homeassistant import (
+from edge_agent.mqtt.homeassistant import (
     Discovery,
     EntitySpec,
     classification_spec,
@@ -23,7 +22,8 @@ from edge_agent.homeassistant import (
     status_topic,
     threshold_spec,
 )
-from edge_agent.publisher import MqttOptions, MqttPublisher
+from edge_agent.mqtt.payloads import Topics
+from edge_agent.mqtt.publisher import MqttOptions, MqttPublisher
 
 from .broker import Mosquitto
 from .subscriber import Subscriber

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge_agent.errors import ModelError
-from edge_agent.labels import align_labels, read_labels, top_k
+from edge_agent.model.labels import align_labels, read_labels, top_k
 
 
 def test_labels_with_a_leading_background_line_are_aligned() -> None:

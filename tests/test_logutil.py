@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.logutil import JournalFormatter, RateLimitedLog
+from edge_agent.util.logs import JournalFormatter, RateLimitedLog
 
 
 def record(level: int, msg: str) -> logging.LogRecord:

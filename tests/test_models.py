@@ -4,9 +4,9 @@
 import numpy as np
 import pytest
 
-from edge_agent.labels import read_labels
-from edge_agent.preprocess import ImagePreprocessor
-from edge_agent.runtime import Model
+from edge_agent.model.labels import read_labels
+from edge_agent.model.preprocess import ImagePreprocessor
+from edge_agent.model.runtime import Model
 
 from .conftest import DEMO_MODELS
 

@@ -1,4 +1,4 @@
-"""TLS to the broker: `edge_agent.tls` against a real mosquitto with TLS listeners,
+"""TLS to the broker: `edge_agent.util.tls` against a real mosquitto with TLS listeners,
 certificates from a throwaway CA made at test time, and real paho clients.
 
 Each refusal is asserted the way an operator meets it: the client never
@@ -28,12 +28,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.agent import Agent
+from edge_agent.app.agent import Agent
+from edge_agent.config.settings import load_settings
 from edge_agent.errors import ConfigError
-from edge_agent.publisher import MqttOptions
-from edge_agent.settings import load_settings
+from edge_agent.mqtt.publisher import MqttOptions
+from edge_agent.util.tls import MqttTls, apply, describe_tls_error, mqtt_tls_context, read_secret
 from edge_agent.sources.sensor import MqttSensorSource
-from edge_agent.tls import MqttTls, apply, describe_tls_error, mqtt_tls_context, read_secret
 from edge_agent.windowing import SlidingWindow
 
 from .broker import Mosquitto, free_port

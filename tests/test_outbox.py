@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import ConfigError
-from edge_agent.outbox import Durability, Outbox, OutboxStats
+from edge_agent.mqtt.outbox import Durability, Outbox, OutboxStats
 
 PROJECT = Path(__file__).resolve().parents[1]
 TOPIC = "edge/dev/p/event"
@@ -416,7 +416,7 @@ def test_durability_sets_synchronous_and_wal(
 READ_IN_SUBPROCESS = """
 import json, sys
 from pathlib import Path
-from edge_agent.outbox import Outbox
+from edge_agent.mqtt.outbox import Outbox
 outbox = Outbox(Path(sys.argv[1]))
 events = outbox.pending(limit=1000)
 seq = outbox.next_seq("p")
@@ -447,7 +447,7 @@ def test_committed_events_are_visible_to_another_process_before_close(
 WRITE_AND_DIE = """
 import os, signal, sys
 from pathlib import Path
-from edge_agent.outbox import Outbox
+from edge_agent.mqtt.outbox import Outbox
 outbox = Outbox(Path(sys.argv[1]), durability=sys.argv[2])
 for _ in range(50):
     outbox.add("p", "t", lambda seq: b"%d" % seq, qos=1)

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from edge_agent.policy import ClassificationPolicy, Decision, Policy, ThresholdPolicy
+from edge_agent.pipeline.policy import ClassificationPolicy, Decision, Policy, ThresholdPolicy
 
 LABELS = ("background", "circle", "square")
 SHAPES = {"circle": "ball", "square": "box"}

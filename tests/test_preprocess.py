@@ -5,14 +5,14 @@ import pytest
 from PIL import Image
 
 from edge_agent.errors import InputError, ModelError
-from edge_agent.preprocess import (
+from edge_agent.model.preprocess import (
     ImageLayout,
     ImagePreprocessor,
     fit,
     open_image,
     pixels_to_tensor,
 )
-from edge_agent.runtime import TensorSpec
+from edge_agent.model.runtime import TensorSpec
 
 from .conftest import FIXTURE_IMAGES
 

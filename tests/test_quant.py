@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edge_agent.quant import Quantizer, check_params, dequantize, quantize
+from edge_agent.model.quant import Quantizer, check_params, dequantize, quantize
 
 
 def test_quantize_rounds_and_offsets_by_zero_point() -> None:

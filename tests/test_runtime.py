@@ -1,4 +1,4 @@
-"""The runtime on real models from the wild (../shared/fixtures), on the backend
+"""The runtime on real models from the wild (tests/fixtures), on the backend
 named by EDGE_AGENT_TEST_RUNTIME (CI runs this file once per backend)."""
 
 import hashlib
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from edge_agent.errors import InputError, ModelError
-from edge_agent.labels import align_labels, read_labels, top_k
-from edge_agent.preprocess import ImagePreprocessor
-from edge_agent.runtime import Model, resolve_backend, to_tensor
+from edge_agent.model.labels import align_labels, read_labels, top_k
+from edge_agent.model.preprocess import ImagePreprocessor
+from edge_agent.model.runtime import Model, resolve_backend, to_tensor
 
 from .conftest import BROKEN, FIXTURE_IMAGES, HELLO_WORLD, IMAGENET_LABELS, LSTM, MOBILENET
 

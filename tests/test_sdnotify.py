@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.sdnotify import Heartbeats, Notifier, Watchdog
+from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
 
 
 class FakeClock:
@@ -153,7 +153,7 @@ def test_a_vanished_socket_is_logged_once_never_raised(
         notifier = Notifier(str(path))
         assert notifier.ready()
     path.unlink()
-    with caplog.at_level(logging.WARNING, logger="edge_agent.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="edge_agent.app.sdnotify"):
         assert not notifier.watchdog()
         assert not notifier.watchdog()
         assert not notifier.stopping()
@@ -256,7 +256,7 @@ def test_watchdog_pings_only_while_every_worker_is_alive(
     assert (watchdog.period, watchdog.max_silence) == (15.0, 30.0)
 
     pings = []
-    with caplog.at_level(logging.ERROR, logger="edge_agent.sdnotify"):
+    with caplog.at_level(logging.ERROR, logger="edge_agent.app.sdnotify"):
         for step in range(1, 451):  # 90 s in the agent's 0.2 s steps
             clock.now = 1000 + step * 0.2
             beats.beat("camera")

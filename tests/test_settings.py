@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from edge_agent.config.settings import Settings, json_schema, load_settings, redacted
 from edge_agent.errors import ConfigError
-from edge_agent.settings import Settings, json_schema, load_settings, redacted
 
 CONFIG = """
 device_id = "filedev"
@@ -370,7 +370,7 @@ def test_loading_settings_stays_light() -> None:
     """The daemon's peak memory budget: no settings framework, no asyncio, no dotenv."""
     heavy = ["pydantic_settings", "asyncio", "dotenv"]
     code = (
-        "import json, sys; import edge_agent.settings; "
+        "import json, sys; import edge_agent.config.settings; "
         f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
     )
     done = subprocess.run(

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from edge_agent import wiring
-from edge_agent.runtime import default_threads
-from edge_agent.settings import load_settings
-from edge_agent.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
+from edge_agent.app import wiring
+from edge_agent.config.settings import load_settings
+from edge_agent.model.runtime import default_threads
+from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
 
 BIG = 4 * SMALL_MODEL_BYTES
 SMALL = SMALL_MODEL_BYTES // 10

@@ -20,14 +20,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent import telemetry
-from edge_agent.agent import Agent
-from edge_agent.logutil import RateLimitedLog
-from edge_agent.outbox import OutboxStats
-from edge_agent.percentile import percentiles
-from edge_agent.pipeline import Pipeline
-from edge_agent.settings import load_settings
-from edge_agent.telemetry import (
+from edge_agent.app import telemetry
+from edge_agent.app.agent import Agent
+from edge_agent.app.telemetry import (
     MetricsServer,
     TelemetryPublisher,
     device_metrics,
@@ -36,6 +31,11 @@ from edge_agent.telemetry import (
     prometheus_text,
     snapshot,
 )
+from edge_agent.config.settings import load_settings
+from edge_agent.mqtt.outbox import OutboxStats
+from edge_agent.pipeline.runner import Pipeline
+from edge_agent.util.logs import RateLimitedLog
+from edge_agent.util.percentile import percentiles
 
 from .broker import Mosquitto, free_port
 from .subscriber import Subscriber
@@ -317,7 +317,7 @@ def test_publisher_survives_failures_and_logs_them_rate_limited(
     monkeypatch.setattr(telemetry, "limited", RateLimitedLog(telemetry.log))  # a fresh memory
     sub = Subscriber(broker.port, "edge/dev1/telemetry")
     try:
-        with caplog.at_level(logging.ERROR, logger="edge_agent.telemetry"):
+        with caplog.at_level(logging.ERROR, logger="edge_agent.app.telemetry"):
             run_for(TelemetryPublisher(0.1, flaky, paho_publish), 1.0).join(timeout=5)
         sub.wait_for(lambda s: len(s.messages) >= 2, timeout=2)
     finally:

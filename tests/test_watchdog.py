@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.sdnotify import Notifier
-from edge_agent.settings import load_settings
+from edge_agent.app.agent import Agent
+from edge_agent.app.sdnotify import Notifier
+from edge_agent.config.settings import load_settings
 
 from .broker import Mosquitto
 from .conftest import DEMO_MODELS

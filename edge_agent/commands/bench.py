@@ -47,15 +47,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edge_agent import wiring
-from edge_agent.agent import Agent
+from edge_agent.app import wiring
+from edge_agent.app.agent import Agent
 from edge_agent.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INPUT, EXIT_MODEL
+from edge_agent.config.settings import load_settings
 from edge_agent.errors import ConfigError, EdgeAgentError, InputError, ModelError
-from edge_agent.percentile import percentiles
-from edge_agent.preprocess import ImagePreprocessor
-from edge_agent.runtime import Model, default_threads
-from edge_agent.settings import load_settings
-from edge_agent.sizing import ThreadPlan
+from edge_agent.model.preprocess import ImagePreprocessor
+from edge_agent.model.runtime import Model, default_threads
+from edge_agent.model.sizing import ThreadPlan
+from edge_agent.util.percentile import percentiles
 
 FRAME_SIZE = (1280, 720)
 FRAME_COUNT = 8
@@ -394,7 +394,7 @@ def run_child(request: dict[str, Any]) -> dict[str, Any]:
 @contextmanager
 def local_broker(workdir: Path) -> Iterator[int | None]:
     """A throwaway mosquitto's port, or None when mosquitto is not installed."""
-    from edge_agent.localbroker import Mosquitto  # noqa: PLC0415 - see synthetic_frame
+    from edge_agent.devtools.localbroker import Mosquitto  # noqa: PLC0415 - see synthetic_frame
 
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -451,7 +451,7 @@ def run_bench(model_path: Path, pattern: str, seconds: float, workdir: Path) -> 
     after the pipeline (a child process over the files `pattern` matches), taken
     together. The ceiling is at the pipeline's interpreter thread count, and once
     more at all cores for comparison."""
-    from edge_agent.localbroker import free_port  # noqa: PLC0415 - see synthetic_frame
+    from edge_agent.devtools.localbroker import free_port  # noqa: PLC0415 - see synthetic_frame
 
     frames = [p.read_bytes() for p in frame_files(pattern)]
     cores = default_threads()

@@ -10,9 +10,9 @@ import signal
 import threading
 from types import FrameType
 
-from edge_agent import settings as cfg
-from edge_agent.agent import Agent
-from edge_agent.sdnotify import Notifier
+from edge_agent.app.agent import Agent
+from edge_agent.app.sdnotify import Notifier
+from edge_agent.config import settings as cfg
 
 log = logging.getLogger(__name__)
 

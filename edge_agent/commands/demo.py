@@ -16,10 +16,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent import settings as cfg
-from edge_agent.agent import Agent
+from edge_agent.app.agent import Agent
+from edge_agent.config import settings as cfg
+from edge_agent.devtools.localbroker import Mosquitto
 from edge_agent.errors import ConfigError, EdgeAgentError
-from edge_agent.localbroker import Mosquitto
 
 DEVICE = "demo"
 

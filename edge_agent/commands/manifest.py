@@ -24,7 +24,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from urllib.request import url2pathname
 
 from edge_agent.errors import ConfigError, EdgeAgentError, FetchError, InputError, UpdateError
-from edge_agent.fsutil import atomic_write
+from edge_agent.util.fs import atomic_write
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey

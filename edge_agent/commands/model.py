@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from edge_agent.errors import InputError, ModelError
-from edge_agent.labels import align_labels, read_labels, top_k
-from edge_agent.preprocess import ImagePreprocessor
-from edge_agent.runtime import Model, TensorSpec
+from edge_agent.model.labels import align_labels, read_labels, top_k
+from edge_agent.model.preprocess import ImagePreprocessor
+from edge_agent.model.runtime import Model, TensorSpec
 
 NUMERIC_SUFFIXES = {".csv", ".txt"}
 

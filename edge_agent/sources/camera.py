@@ -26,8 +26,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import IO
 
-from ..errors import ConfigError, InputError, SourceError
-from ..logutil import RateLimitedLog
+from edge_agent.errors import ConfigError, InputError, SourceError
+from edge_agent.util.logs import RateLimitedLog
+
 from .base import Frame, LatestSlot, SourceExhausted, SourceStats
 from .mjpeg import JpegSplitter, MultipartReader, boundary_from
 

@@ -22,7 +22,7 @@ from urllib.parse import SplitResult, urljoin, urlsplit
 
 from edge_agent import __version__
 from edge_agent.errors import ConfigError, FetchError, LengthError
-from edge_agent.fsutil import atomic_write
+from edge_agent.util.fs import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from edge_agent.errors import (
     SelfTestError,
     UpdateError,
 )
-from edge_agent.events import ModelInfo, utc_timestamp
-from edge_agent.pipeline import Pipeline
-from edge_agent.policy import Policy
-from edge_agent.preprocess import ImagePreprocessor
-from edge_agent.runtime import Model
+from edge_agent.model.preprocess import ImagePreprocessor
+from edge_agent.model.runtime import Model
+from edge_agent.mqtt.payloads import ModelInfo, utc_timestamp
+from edge_agent.pipeline.policy import Policy
+from edge_agent.pipeline.runner import Pipeline
 from edge_agent.update.fetch import Fetcher
 from edge_agent.update.manifest import (
     Manifest,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.errors import InputError, ModelError, SelfTestError
-from edge_agent.labels import align_labels, top_k
-from edge_agent.runtime import Model
+from edge_agent.model.labels import align_labels, top_k
+from edge_agent.model.runtime import Model
 
 ModelLoader = Callable[[Path], Model]
 

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import HashError, ManifestError, RollbackError, UpdateError
-from ..fsutil import atomic_write
+from edge_agent.errors import HashError, ManifestError, RollbackError, UpdateError
+from edge_agent.util.fs import atomic_write
 
 log = logging.getLogger(__name__)
 

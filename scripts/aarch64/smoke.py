@@ -65,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runtime", required=True, choices=["tflite-runtime", "litert"])
     p.add_argument("--project", type=Path, required=True, help="the checkout (for models/)")
-    p.add_argument("--fixtures", type=Path, required=True, help="../shared/fixtures")
+    p.add_argument("--fixtures", type=Path, required=True, help="tests/fixtures")
     p.add_argument("--port", type=int, required=True, help="the host's mosquitto, on 127.0.0.1")
     p.add_argument("--topic", required=True)
     p.add_argument("--device", default="aarch64-smoke")
@@ -96,8 +96,8 @@ def import_everything(steps: Steps) -> None:
 
 
 def classify(model: Any, image: Path, labels: list[str]) -> tuple[Any, list[Any]]:
-    from edge_agent.labels import align_labels, top_k
-    from edge_agent.preprocess import ImagePreprocessor
+    from edge_agent.model.labels import align_labels, top_k
+    from edge_agent.model.preprocess import ImagePreprocessor
 
     tensor = ImagePreprocessor(model.inputs[0]).prepare(image.read_bytes())
     scores = model.infer(tensor)[0]
@@ -147,10 +147,10 @@ def main() -> None:
 
     import_everything(steps)
 
-    from edge_agent.events import ModelInfo, encode, event_payload, new_event_id
-    from edge_agent.labels import read_labels
-    from edge_agent.policy import ClassificationPolicy
-    from edge_agent.runtime import Model
+    from edge_agent.model.labels import read_labels
+    from edge_agent.model.runtime import Model
+    from edge_agent.mqtt.payloads import ModelInfo, encode, event_payload, new_event_id
+    from edge_agent.pipeline.policy import ClassificationPolicy
 
     models = args.project / "models"
     fixtures = args.fixtures

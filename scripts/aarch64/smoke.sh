@@ -33,7 +33,7 @@
 #   AARCH64_APT_SOURCES            a sources.list file of Debian bookworm repositories
 #                                  (default: the host's own Debian mirrors, bookworm suites)
 #   AARCH64_KEEP=1                 keep the run's temporary directory (logs, payloads)
-#   EDGE_AGENT_FIXTURES            the shared fixtures (default ../shared/fixtures)
+#   EDGE_AGENT_FIXTURES            the test fixtures (default tests/fixtures)
 #   EDGE_AGENT_ALLOW_NO_AARCH64=1  where apt-get or qemu-user-static cannot be had,
 #                                  print SKIPPED and exit 0 instead of failing
 #   PYTHON                         the host's Python >= 3.11, for pip (default python3)
@@ -43,7 +43,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 PROJECT=$(cd "$HERE/../.." && pwd)
-FIXTURES=${EDGE_AGENT_FIXTURES:-$PROJECT/../shared/fixtures}
+FIXTURES=${EDGE_AGENT_FIXTURES:-$PROJECT/tests/fixtures}
 RUNTIMES=${AARCH64_RUNTIMES:-tflite-runtime litert}
 CPUS=${AARCH64_QEMU_CPUS:-cortex-a72 cortex-a76}
 PYTHON=${PYTHON:-python3}
@@ -451,7 +451,7 @@ smoke() {
 
 main() {
     [ -f "$FIXTURES/models/mobilenet_v1_0.25_128_quant.tflite" ] ||
-        die "the shared fixtures are missing at $FIXTURES; set EDGE_AGENT_FIXTURES"
+        die "the test fixtures are missing at $FIXTURES; set EDGE_AGENT_FIXTURES"
     if [ -z "${RUNTIMES// /}" ] || [ -z "${CPUS// /}" ]; then
         die "AARCH64_RUNTIMES and AARCH64_QEMU_CPUS must not be empty"
     fi

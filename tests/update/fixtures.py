@@ -2,7 +2,7 @@
 
 `Site` is the operator: keys and a manifest made with the real CLI, or rewritten
 and signed by hand where the CLI (rightly) refuses. `Device` is what
-`edge_agent.update.wiring` builds, made directly: a real `UpdateManager`,
+`edge_agent.app.update_wiring` builds, made directly: a real `UpdateManager`,
 `Fetcher` and `ModelStore`, and a real camera `Pipeline` serving shapes, built by
 the agent's wiring but never started. `child_main` runs one check of such a
 device in a child process, which the tests SIGKILL or starve of disk:
@@ -25,19 +25,19 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from edge_agent import wiring
+from edge_agent.app import wiring
 from edge_agent.cli import main as edge_agent
-from edge_agent.events import ModelInfo
-from edge_agent.fsutil import atomic_write
-from edge_agent.outbox import NewEvent, Outbox
-from edge_agent.policy import Policy
-from edge_agent.runtime import Model
-from edge_agent.settings import Settings, load_settings
+from edge_agent.config.settings import Settings, load_settings
+from edge_agent.model.runtime import Model
+from edge_agent.mqtt.outbox import NewEvent, Outbox
+from edge_agent.mqtt.payloads import ModelInfo
+from edge_agent.pipeline.policy import Policy
 from edge_agent.update import keys
 from edge_agent.update import store as store_module
 from edge_agent.update.fetch import Fetcher, FetchOptions
 from edge_agent.update.manager import Target, UpdateManager, UpdateOptions
 from edge_agent.update.store import InstalledModel, ModelStore
+from edge_agent.util.fs import atomic_write
 from tests.conftest import DEMO_MODELS
 
 NAME = "shapes"
@@ -170,7 +170,7 @@ class Device:
     """A device's update side under `state`/updates, as a (re)started agent has it:
     the store recovered, a pipeline built by the agent's wiring (serving what the
     store says is current, never started), a manager built like
-    edge_agent.update.wiring's, and every status report it sends in `reports`."""
+    edge_agent.app.update_wiring's, and every status report it sends in `reports`."""
 
     def __init__(
         self, state: Path, url: str, trusted: Sequence[Path], ca_file: Path, **fetch: Any
@@ -212,7 +212,7 @@ class Device:
         self.manager = UpdateManager(options, fetcher, self.store, [target], self.reports.append)
 
     def _make_policy(self, labels: Path | None) -> Policy:
-        """As edge_agent.update.wiring's: the configured policy, with an update's labels."""
+        """As edge_agent.app.update_wiring's: the configured policy, with an update's labels."""
         classes = int(self.pipeline.model.outputs[0].shape[-1])
         return wiring.build_policy(self.settings.pipelines[0], classes, labels)
 

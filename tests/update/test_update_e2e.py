@@ -12,8 +12,8 @@ from typing import Any
 import paho.mqtt.publish as mqtt_publish
 import pytest
 
-from edge_agent.agent import Agent
-from edge_agent.settings import load_settings
+from edge_agent.app.agent import Agent
+from edge_agent.config.settings import load_settings
 from edge_agent.sources.base import Frame
 from tests.broker import Mosquitto
 from tests.conftest import BROKEN, DEMO_MODELS

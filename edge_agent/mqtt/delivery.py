@@ -18,9 +18,9 @@ from typing import Protocol
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import PublishError
-from edge_agent.logutil import RateLimitedLog
-from edge_agent.outbox import NewEvent, Outbox, StoredEvent
-from edge_agent.pipeline import MessageSink
+from edge_agent.mqtt.outbox import NewEvent, Outbox, StoredEvent
+from edge_agent.pipeline.runner import MessageSink
+from edge_agent.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)

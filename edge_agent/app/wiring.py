@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from edge_agent import settings as cfg
-from edge_agent.drift import DriftMonitor
+from edge_agent.config import settings as cfg
 from edge_agent.errors import ConfigError, ModelError
-from edge_agent.events import ModelInfo, Topics
-from edge_agent.labels import align_labels, read_labels
-from edge_agent.outbox import NewEvent, Outbox
-from edge_agent.pipeline import DriftWatch, ImageOptions, MessageSink, Pipeline
-from edge_agent.policy import ClassificationPolicy, Policy, ThresholdPolicy
-from edge_agent.publisher import MqttOptions
-from edge_agent.runtime import Model, default_threads
-from edge_agent.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
+from edge_agent.model.labels import align_labels, read_labels
+from edge_agent.model.runtime import Model, default_threads
+from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
+from edge_agent.mqtt.outbox import NewEvent, Outbox
+from edge_agent.mqtt.payloads import ModelInfo, Topics
+from edge_agent.mqtt.publisher import MqttOptions
+from edge_agent.util.tls import MqttTls, read_secret
+from edge_agent.pipeline.drift import DriftMonitor
+from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
+from edge_agent.pipeline.runner import DriftWatch, ImageOptions, MessageSink, Pipeline
 from edge_agent.sources.base import Source
-from edge_agent.tls import MqttTls, read_secret
 from edge_agent.update.store import ModelStore
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from edge_agent.errors import InputError, ModelError
-from edge_agent.runtime import TensorSpec
+from edge_agent.model.runtime import TensorSpec
 
 ResizeMode = Literal["stretch", "crop", "letterbox"]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge_agent.errors import PublishError
-from edge_agent.events import STATUS_OFFLINE, STATUS_ONLINE, Topics, encode
-from edge_agent.fsutil import atomic_write
+from edge_agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, Topics, encode
+from edge_agent.util.fs import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from edge_agent.envmerge import NotJsonError, by_field_name, deep_update, env_overrides
+from edge_agent.config.envmerge import NotJsonError, by_field_name, deep_update, env_overrides
 from edge_agent.errors import ConfigError
 
 if sys.version_info >= (3, 11):

@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from edge_agent.events import encode, utc_timestamp
-from edge_agent.logutil import RateLimitedLog
-from edge_agent.outbox import OutboxStats
-from edge_agent.percentile import percentiles
-from edge_agent.pipeline import Pipeline
+from edge_agent.mqtt.outbox import OutboxStats
+from edge_agent.mqtt.payloads import encode, utc_timestamp
+from edge_agent.pipeline.runner import Pipeline
+from edge_agent.util.logs import RateLimitedLog
+from edge_agent.util.percentile import percentiles
 
 if TYPE_CHECKING:  # http.server (~0.5 MB resident) is imported only if /metrics is served
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

@@ -10,15 +10,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edge_agent import __version__, telemetry, wiring
-from edge_agent import homeassistant as ha
-from edge_agent import settings as cfg
-from edge_agent.delivery import Dispatcher, OutboxWriter
+from edge_agent import __version__
+from edge_agent.app import telemetry, wiring
+from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
+from edge_agent.config import settings as cfg
 from edge_agent.errors import EdgeAgentError, ModelError
-from edge_agent.events import encode
-from edge_agent.pipeline import Pipeline
-from edge_agent.publisher import MqttPublisher
-from edge_agent.sdnotify import Heartbeats, Notifier, Watchdog
+from edge_agent.mqtt import homeassistant as ha
+from edge_agent.mqtt.delivery import Dispatcher, OutboxWriter
+from edge_agent.mqtt.payloads import encode
+from edge_agent.mqtt.publisher import MqttPublisher
+from edge_agent.pipeline.runner import Pipeline
 
 if TYPE_CHECKING:
     from edge_agent.update.manager import UpdateManager
@@ -86,14 +87,14 @@ class Agent:
         # The update machinery (and `cryptography`, ~7 MB) is loaded only if used.
         if not self.settings.update.enabled:
             return None
-        from edge_agent.update import wiring as update_wiring  # noqa: PLC0415
+        from edge_agent.app import update_wiring  # noqa: PLC0415
 
         return update_wiring.build_store(self.settings)
 
     def _build_updater(self) -> UpdateManager | None:
         if self.store is None:
             return None
-        from edge_agent.update import wiring as update_wiring  # noqa: PLC0415
+        from edge_agent.app import update_wiring  # noqa: PLC0415
 
         topics = wiring.topics_for(self.settings)
 

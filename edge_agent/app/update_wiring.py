@@ -7,12 +7,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_agent import settings as cfg
-from edge_agent import wiring
+from edge_agent.app import wiring
+from edge_agent.config import settings as cfg
 from edge_agent.errors import ConfigError
-from edge_agent.events import ModelInfo
-from edge_agent.pipeline import Pipeline
-from edge_agent.policy import Policy
+from edge_agent.mqtt.payloads import ModelInfo
+from edge_agent.pipeline.policy import Policy
+from edge_agent.pipeline.runner import Pipeline
 from edge_agent.update.fetch import Fetcher, FetchOptions
 from edge_agent.update.keys import load_public_key
 from edge_agent.update.manager import Reporter, Target, UpdateManager, UpdateOptions

@@ -22,10 +22,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import PublishError
-from edge_agent.events import STATUS_OFFLINE, STATUS_ONLINE, Topics
-from edge_agent.logutil import RateLimitedLog
-from edge_agent.tls import MqttTls
-from edge_agent.tls import apply as apply_tls
+from edge_agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, Topics
+from edge_agent.util.tls import MqttTls
+from edge_agent.util.tls import apply as apply_tls
+from edge_agent.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)

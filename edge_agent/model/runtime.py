@@ -23,8 +23,8 @@ from typing import Any, Literal
 import numpy as np
 
 from edge_agent.errors import InputError, ModelError
-from edge_agent.flatbuffer import check_tflite
-from edge_agent.quant import Quantizer, check_params, dequantize, quantize
+from edge_agent.model.flatbuffer import check_tflite
+from edge_agent.model.quant import Quantizer, check_params, dequantize, quantize
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from edge_agent.logutil import RateLimitedLog
+from edge_agent.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

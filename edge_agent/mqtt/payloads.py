@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from edge_agent.policy import Decision
+from edge_agent.pipeline.policy import Decision
 
 SCHEMA_VERSION = 1
 SHA256_PREFIX = 12

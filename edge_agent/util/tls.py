@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent.errors import ConfigError
-from edge_agent.logutil import RateLimitedLog
+from edge_agent.util.logs import RateLimitedLog
 
 if TYPE_CHECKING:
     import paho.mqtt.client as mqtt

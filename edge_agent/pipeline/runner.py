@@ -13,18 +13,25 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from edge_agent.decoding import END, DecodeAhead
-from edge_agent.drift import Alert, DriftMonitor, input_features
 from edge_agent.errors import InputError, ModelError, PublishError
-from edge_agent.events import ModelInfo, Topics, encode, event_payload, new_event_id, utc_timestamp
-from edge_agent.logutil import RateLimitedLog
-from edge_agent.outbox import NewEvent, Outbox
-from edge_agent.policy import Decision, Policy
-from edge_agent.runtime import Model
+from edge_agent.model.runtime import Model
+from edge_agent.mqtt.outbox import NewEvent, Outbox
+from edge_agent.mqtt.payloads import (
+    ModelInfo,
+    Topics,
+    encode,
+    event_payload,
+    new_event_id,
+    utc_timestamp,
+)
+from edge_agent.pipeline.decode_ahead import END, DecodeAhead
+from edge_agent.pipeline.drift import Alert, DriftMonitor, input_features
+from edge_agent.pipeline.policy import Decision, Policy
 from edge_agent.sources.base import Frame, Item, Source, SourceExhausted
+from edge_agent.util.logs import RateLimitedLog
 
 if TYPE_CHECKING:  # Pillow (2+ MB resident) is imported only by camera pipelines
-    from edge_agent.preprocess import ResizeMode
+    from edge_agent.model.preprocess import ResizeMode
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
@@ -125,7 +132,7 @@ class Pipeline:
         image = None
         opts = self._image_options
         if opts is not None:
-            from edge_agent.preprocess import ImagePreprocessor  # noqa: PLC0415
+            from edge_agent.model.preprocess import ImagePreprocessor  # noqa: PLC0415
 
             image = ImagePreprocessor(
                 model.inputs[0], resize=opts.resize, draft=opts.draft, max_pixels=opts.max_pixels
