@@ -18,12 +18,12 @@ from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
 from edge_agent.mqtt.outbox import NewEvent, Outbox
 from edge_agent.mqtt.payloads import ModelInfo, Topics
 from edge_agent.mqtt.publisher import MqttOptions
-from edge_agent.util.tls import MqttTls, read_secret
 from edge_agent.pipeline.drift import DriftMonitor
 from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.pipeline.runner import DriftWatch, ImageOptions, MessageSink, Pipeline
 from edge_agent.sources.base import Source
 from edge_agent.update.store import ModelStore
+from edge_agent.util.tls import MqttTls, read_secret
 
 if TYPE_CHECKING:
     from edge_agent.windowing import SlidingWindow

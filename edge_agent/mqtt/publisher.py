@@ -23,9 +23,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import PublishError
 from edge_agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, Topics
+from edge_agent.util.logs import RateLimitedLog
 from edge_agent.util.tls import MqttTls
 from edge_agent.util.tls import apply as apply_tls
-from edge_agent.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)

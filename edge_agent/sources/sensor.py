@@ -33,10 +33,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import InputError
-from edge_agent.util.tls import MqttTls
-from edge_agent.util.tls import apply as apply_tls
 from edge_agent.sources.base import SourceExhausted, SourceStats, Window
 from edge_agent.util.logs import RateLimitedLog
+from edge_agent.util.tls import MqttTls
+from edge_agent.util.tls import apply as apply_tls
 from edge_agent.windowing import SlidingWindow, Vector, parse_csv_block, parse_line
 
 logger = logging.getLogger(__name__)
