@@ -15,6 +15,10 @@ class ConfigError(EdgeAgentError):
     """Bad configuration: report the offending key and exit non-zero."""
 
 
+class StateDirInUseError(ConfigError):
+    """Another edge-agent process holds the state directory: refuse to start."""
+
+
 class InputError(EdgeAgentError):
     """One bad input (frame, sensor line, file): skip it and count it."""
 

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 from edge_agent import __version__
 from edge_agent.app import telemetry, wiring
 from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
+from edge_agent.app.statelock import StateDirLock
 from edge_agent.config import settings as cfg
 from edge_agent.errors import EdgeAgentError, ModelError
 from edge_agent.mqtt import homeassistant as ha
 from edge_agent.mqtt.delivery import Dispatcher, OutboxWriter
 from edge_agent.mqtt.payloads import encode
 from edge_agent.mqtt.publisher import MqttPublisher
+from edge_agent.pipeline.policy import Policy
 from edge_agent.pipeline.runner import Pipeline
 
 if TYPE_CHECKING:
@@ -64,6 +66,15 @@ class Agent:
     def __init__(self, settings: cfg.Settings, *, notifier: Notifier | None = None) -> None:
         keep_image_buffers_mapped()
         self.settings = settings
+        # Before anything touches the outbox: a second agent on this state_dir stops here.
+        self.state_lock = StateDirLock.acquire(settings.state_dir)
+        try:
+            self._build(settings, notifier)
+        except BaseException:
+            self.state_lock.release()
+            raise
+
+    def _build(self, settings: cfg.Settings, notifier: Notifier | None) -> None:
         self.notifier = notifier if notifier is not None else Notifier(None)  # systemd
         self.heartbeats = Heartbeats()  # pipelines beat; the watchdog pings while all do
         self.publisher = MqttPublisher(wiring.mqtt_options(settings))
@@ -231,11 +242,13 @@ class Agent:
             return []
         try:
             new = self.reloader()
+            applied = self._apply_changes(new)
         except EdgeAgentError as exc:
             log.error("reload refused, the running configuration stays: %s", exc)
             return []
-        applied = [key for key in cfg.changed_keys(self._loaded, new) if self._apply_live(key, new)]
-        self._loaded = new
+        except Exception:  # a bug must not take the main loop (signals, watchdog) down
+            log.exception("reload failed, the running configuration stays")
+            return []
         pending = [k for k in cfg.changed_keys(self.settings, new) if not self._live(k, new)]
         log.info(
             "reloaded: %d change(s) applied live%s",
@@ -245,6 +258,27 @@ class Agent:
         if pending:
             log.warning("reload: these changes need a restart: %s", ", ".join(pending))
         return pending
+
+    def _apply_changes(self, new: cfg.Settings) -> list[str]:
+        """Every live change, or none: the new policies are all built before any is
+        installed, so a reload that fails half-way (a missing labels file) changes
+        nothing. Returns the keys applied."""
+        applied: list[str] = []
+        policies: dict[str, tuple[Pipeline, Policy]] = {}
+        for key in cfg.changed_keys(self._loaded, new):
+            if not self._live(key, new):
+                continue
+            built = None if key == "log_level" else self._policy_for(key, new)
+            if key == "log_level" or built is not None:
+                applied.append(key)
+            if built is not None:
+                policies[built[0].name] = built
+        if "log_level" in applied:
+            logging.getLogger().setLevel(new.log_level.upper())
+        for pipeline, policy in policies.values():
+            pipeline.policy = policy
+        self._loaded = new
+        return applied
 
     def _live(self, key: str, new: cfg.Settings) -> bool:
         """Whether `key` can change without a restart: the log level, and the policy
@@ -261,18 +295,13 @@ class Agent:
             and self.settings.pipelines[index].name == new.pipelines[index].name
         )
 
-    def _apply_live(self, key: str, new: cfg.Settings) -> bool:
-        if not self._live(key, new):
-            return False
-        if key == "log_level":
-            logging.getLogger().setLevel(new.log_level.upper())
-            return True
+    def _policy_for(self, key: str, new: cfg.Settings) -> tuple[Pipeline, Policy] | None:
+        """The new policy of the pipeline that `key` belongs to, built but not installed."""
         p = new.pipelines[int(key.split(".")[1])]
         pipeline = next((x for x in self.pipelines if x.name == p.name), None)
         if pipeline is None:  # its model did not load at start
-            return False
-        pipeline.policy = wiring.rebuild_policy(p, pipeline, self.store)
-        return True
+            return None
+        return pipeline, wiring.rebuild_policy(p, pipeline, self.store)
 
     def _start(self, name: str, target: Callable[..., None], *args: object) -> None:
         thread = threading.Thread(target=target, args=args, name=name)
@@ -313,4 +342,5 @@ class Agent:
         self.discovery.cancel()
         self.publisher.stop(timeout=2.0)
         self.outbox.close()
+        self.state_lock.release()
         log.info("stopped")

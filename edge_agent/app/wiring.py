@@ -164,7 +164,7 @@ def build_pipeline(
         if is_camera(p)
         else None
     )
-    policy = build_policy(p, _classes(model), labels)
+    policy = build_policy(p, output_classes(model), labels)
     try:
         source = build_source(settings, p)
     except ValueError as exc:
@@ -191,7 +191,7 @@ def build_pipeline(
         raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
 
 
-def _classes(model: Model) -> int:
+def output_classes(model: Model) -> int:
     return int(model.outputs[0].shape[-1]) if model.outputs[0].shape else 1
 
 
@@ -233,7 +233,7 @@ def rebuild_policy(p: cfg.PipelineSettings, pipeline: Pipeline, store: ModelStor
     update's labels if one brought them)."""
     installed = store.current(model_name(p)) if store else None
     labels = installed.labels if installed is not None else None
-    return build_policy(p, _classes(pipeline.model), labels)
+    return build_policy(p, output_classes(pipeline.model), labels)
 
 
 def build_drift(d: cfg.DriftSettings, model: Model) -> DriftWatch | None:

@@ -10,9 +10,11 @@ import signal
 import threading
 from types import FrameType
 
+from edge_agent.app import preflight
 from edge_agent.app.agent import Agent
 from edge_agent.app.sdnotify import Notifier
 from edge_agent.config import settings as cfg
+from edge_agent.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """Valid settings, and everything `run` would check before starting (preflight)."""
     settings = cfg.load_settings(args.config)
+    found = preflight.problems(settings)
+    if found:
+        raise ConfigError(f"{args.config}: `run` would refuse this:\n  " + "\n  ".join(found))
     print(json.dumps(cfg.redacted(settings), indent=2))
     return 0
 

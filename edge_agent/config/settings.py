@@ -1,39 +1,35 @@
 """Settings: a TOML file plus EDGE_AGENT_* environment overrides, validated once.
 
-This is the only module that reads configuration; everything else receives the
-validated values. Unknown keys are errors, reported with their dotted path.
-
-The environment is merged by edge_agent/envmerge.py rather than pydantic-settings.
+pydantic-settings does the reading: a TOML source and the `EDGE_AGENT_` environment
+source (`__` between nested keys, JSON for tables and lists), the environment
+winning key by key. This module only translates what goes wrong into one
+ConfigError that names the offending key and where it came from (the file or the
+variable). Everything else receives the validated values.
 """
 
 from __future__ import annotations
 
-import os
+import re
 import socket
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
-from edge_agent.config.envmerge import NotJsonError, by_field_name, deep_update, env_overrides
+from edge_agent.config.sources import ENV_PREFIX, Origin, loading_sources, reading
 from edge_agent.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
-ENV_PREFIX = "EDGE_AGENT_"
-
 
 # An int in 0..2 rather than Literal[0, 1, 2]: an EDGE_AGENT_* variable arrives as a
 # string, which pydantic converts to an int but never to a literal.
 Qos = Annotated[int, Field(ge=0, le=2)]
+DAY = 86_400.0
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: `threshold = nan` is refused at its own key.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MqttTlsSettings(Strict):
@@ -82,11 +78,15 @@ class MqttSettings(Strict):
         None, description="read the password from this file (systemd: %d/mqtt-password)"
     )
     tls: MqttTlsSettings | None = Field(None, description="TLS to the broker; none: plain TCP")
-    reconnect_min: float = Field(1.0, gt=0, description="first reconnect delay, seconds")
-    reconnect_max: float = Field(60.0, gt=0, description="longest reconnect delay, seconds")
+    reconnect_min: float = Field(1.0, gt=0, le=3600, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(
+        60.0, gt=0, le=3600, description="longest reconnect delay, seconds"
+    )
 
     @model_validator(mode="after")
-    def _one_password(self) -> MqttSettings:
+    def _consistent(self) -> MqttSettings:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError("reconnect_min must not exceed reconnect_max")
         if self.password is not None and self.password_file is not None:
             raise ValueError("password and password_file are mutually exclusive")
         if self.password_file is not None and not self.username:
@@ -95,12 +95,16 @@ class MqttSettings(Strict):
 
 
 class OutboxSettings(Strict):
-    max_events: int = Field(10_000, ge=1, description="oldest dropped beyond this")
-    max_bytes: int = Field(10_000_000, ge=1_000, description="oldest dropped beyond this")
+    max_events: int = Field(10_000, ge=1, le=100_000_000, description="oldest dropped beyond this")
+    max_bytes: int = Field(
+        10_000_000, ge=1_000, le=1 << 40, description="oldest dropped beyond this"
+    )
     durability: Literal["power-loss", "crash"] = Field(
         "power-loss", description="power-loss: fsync every event; crash: survive a killed process"
     )
-    ttl: float = Field(0.0, ge=0, description="seconds an event may wait; 0 = forever")
+    ttl: float = Field(
+        0.0, ge=0, le=365 * DAY, description="seconds an event may wait; 0 = forever"
+    )
     inflight: int = Field(100, ge=1, le=65_000, description="events awaiting PUBACK at once")
 
 
@@ -108,17 +112,21 @@ class UpdateSettings(Strict):
     enabled: bool = False
     manifest_url: str | None = Field(None, description="https://.../manifest.json")
     keys: list[Path] = Field(default_factory=list, description="trusted Ed25519 public keys (PEM)")
-    interval: float = Field(3600.0, ge=10, description="seconds between checks")
+    interval: float = Field(3600.0, ge=10, le=30 * DAY, description="seconds between checks")
     jitter: float = Field(0.1, ge=0, le=0.5, description="+/- fraction of the interval")
     allow_http: bool = Field(False, description="accept a plain http:// manifest_url")
     ca_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
-    connect_timeout: float = Field(10.0, gt=0)
-    read_timeout: float = Field(30.0, gt=0)
-    max_manifest_bytes: int = Field(1_000_000, ge=1_000)
-    probation_inferences: int = Field(20, ge=1, description="healthy inferences to commit")
-    probation_seconds: float = Field(300.0, gt=0, description="or this long without errors")
+    connect_timeout: float = Field(10.0, gt=0, le=600)
+    read_timeout: float = Field(30.0, gt=0, le=3600)
+    max_manifest_bytes: int = Field(1_000_000, ge=1_000, le=100_000_000)
+    probation_inferences: int = Field(
+        20, ge=1, le=1_000_000, description="healthy inferences to commit"
+    )
+    probation_seconds: float = Field(
+        300.0, gt=0, le=30 * DAY, description="or this long without errors"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> UpdateSettings:
@@ -149,7 +157,10 @@ class TelemetrySettings(Strict):
     """The `[telemetry]` table: device and pipeline health, see edge_agent/telemetry.py."""
 
     interval: float = Field(
-        60.0, ge=0, description="seconds between messages on <prefix>/<device>/telemetry; 0 = off"
+        60.0,
+        ge=0,
+        le=DAY,
+        description="seconds between messages on <prefix>/<device>/telemetry; 0 = off",
     )
     prometheus_port: int = Field(
         0, ge=0, le=65535, description="serve http://127.0.0.1:PORT/metrics; 0 = off"
@@ -167,6 +178,7 @@ class RuntimeSettings(Strict):
     num_threads: int = Field(
         0,
         ge=0,
+        le=256,
         description="interpreter threads; 0 = auto: 1 for models under 1 MB, else the cores "
         "left by a camera pipeline's decoders (all cores for a sensor pipeline)",
     )
@@ -177,7 +189,7 @@ class FilesSourceSettings(Strict):
     kind: Literal["files"]
     pattern: str = Field(description="glob of image files, read in sorted order")
     loop: bool = False
-    fps: float = Field(0.0, ge=0)
+    fps: float = Field(0.0, ge=0, le=1000)
 
 
 class DirSourceSettings(Strict):
@@ -185,15 +197,15 @@ class DirSourceSettings(Strict):
     path: str
     pattern: str = "*.jpg"
     delete_after: bool = False
-    fps: float = Field(0.0, ge=0)
-    poll_interval: float = Field(0.5, gt=0)
+    fps: float = Field(0.0, ge=0, le=1000)
+    poll_interval: float = Field(0.5, gt=0, le=3600)
 
 
 class HttpSourceSettings(Strict):
     kind: Literal["http"]
     url: str = Field(pattern=r"^https?://")
-    fps: float = Field(1.0, gt=0)
-    timeout: float = Field(5.0, gt=0)
+    fps: float = Field(1.0, gt=0, le=1000)
+    timeout: float = Field(5.0, gt=0, le=3600)
     username: str | None = None
     password: SecretStr | None = None
 
@@ -201,20 +213,20 @@ class HttpSourceSettings(Strict):
 class MjpegSourceSettings(Strict):
     kind: Literal["mjpeg"]
     url: str = Field(pattern=r"^https?://")
-    fps: float = Field(0.0, ge=0)
-    timeout: float = Field(10.0, gt=0)
+    fps: float = Field(0.0, ge=0, le=1000)
+    timeout: float = Field(10.0, gt=0, le=3600)
 
 
 class CommandSourceSettings(Strict):
     kind: Literal["command"]
     command: list[str] = Field(min_length=1)
-    fps: float = Field(0.0, ge=0)
+    fps: float = Field(0.0, ge=0, le=1000)
 
 
 class WindowSettings(Strict):
-    size: int = Field(ge=1, description="samples per window")
-    hop: int = Field(ge=1, description="samples between window starts")
-    channels: int = Field(ge=1)
+    size: int = Field(ge=1, le=1_000_000, description="samples per window")
+    hop: int = Field(ge=1, le=1_000_000, description="samples between window starts")
+    channels: int = Field(ge=1, le=4096)
     mean: list[float] | None = None
     std: list[float] | None = None
 
@@ -234,7 +246,9 @@ class LinesSourceSettings(Strict):
     path: str = Field(description='file, FIFO, serial device, or "-" for stdin')
     fields: list[str] | None = Field(None, description="JSON keys, for JSON lines")
     follow: bool = False
-    rate: float = Field(0.0, ge=0, description="replay pacing, samples/s; 0 = as read")
+    rate: float = Field(
+        0.0, ge=0, le=10_000_000, description="replay pacing, samples/s; 0 = as read"
+    )
     window: WindowSettings
 
 
@@ -242,7 +256,7 @@ class IioSourceSettings(Strict):
     kind: Literal["iio"]
     device: str = Field(description="e.g. iio:device0")
     channels: list[str] = Field(min_length=1, description="e.g. in_accel_x")
-    rate: float = Field(gt=0, description="samples per second")
+    rate: float = Field(gt=0, le=10_000_000, description="samples per second")
     root: str = "/sys/bus/iio/devices"
     window: WindowSettings
 
@@ -265,7 +279,7 @@ SourceSettings = Annotated[CameraSource | SensorSource, Field(discriminator="kin
 class ImageSettings(Strict):
     resize: Literal["stretch", "crop", "letterbox"] = "stretch"
     draft: bool = Field(True, description="JPEG reduced-scale decoding for large frames")
-    max_pixels: int = Field(40_000_000, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1, le=1_000_000_000)
     decoders: int = Field(
         0,
         ge=0,
@@ -276,10 +290,14 @@ class ImageSettings(Strict):
 
 
 class DecisionTiming(Strict):
-    smoothing: int = Field(1, ge=1, description="average over the last K results")
-    debounce: int = Field(1, ge=1, description="results a new state must persist for")
-    heartbeat: float = Field(0.0, ge=0, description="re-publish the state every N s; 0 = off")
-    min_interval: float = Field(0.0, ge=0, description="seconds between two events at least")
+    smoothing: int = Field(1, ge=1, le=10_000, description="average over the last K results")
+    debounce: int = Field(1, ge=1, le=10_000, description="results a new state must persist for")
+    heartbeat: float = Field(
+        0.0, ge=0, le=30 * DAY, description="re-publish the state every N s; 0 = off"
+    )
+    min_interval: float = Field(
+        0.0, ge=0, le=DAY, description="seconds between two events at least"
+    )
 
 
 class ClassificationPolicySettings(DecisionTiming):
@@ -292,7 +310,7 @@ class ClassificationPolicySettings(DecisionTiming):
 
 class ThresholdPolicySettings(DecisionTiming):
     kind: Literal["threshold"]
-    index: int = Field(0, ge=0, description="which output value (or class score)")
+    index: int = Field(0, ge=0, le=1_000_000, description="which output value (or class score)")
     on_threshold: float = 0.5
     off_threshold: float | None = None
     on_state: str = "on"
@@ -306,12 +324,16 @@ PolicySettings = Annotated[
 
 class DriftSettings(Strict):
     enabled: bool = True
-    sample_every: int = Field(10, ge=1, description="feed one input in N to the monitor")
-    reference_size: int = Field(500, ge=10, description="inputs that form the reference")
-    window: int = Field(500, ge=10, description="recent inputs compared with it")
-    check_every: int = Field(50, ge=1, description="inputs between two comparisons")
-    threshold: float = Field(0.25, gt=0, description="PSI that raises an alert")
-    clear_threshold: float = Field(0.1, gt=0, description="PSI under which it clears")
+    sample_every: int = Field(
+        10, ge=1, le=1_000_000, description="feed one input in N to the monitor"
+    )
+    reference_size: int = Field(
+        500, ge=10, le=1_000_000, description="inputs that form the reference"
+    )
+    window: int = Field(500, ge=10, le=1_000_000, description="recent inputs compared with it")
+    check_every: int = Field(50, ge=1, le=1_000_000, description="inputs between two comparisons")
+    threshold: float = Field(0.25, gt=0, le=100, description="PSI that raises an alert")
+    clear_threshold: float = Field(0.1, gt=0, le=100, description="PSI under which it clears")
     confidence_drop: float = Field(0.2, gt=0, le=1, description="mean top-1 drop that alerts")
 
     @model_validator(mode="after")
@@ -334,9 +356,11 @@ class PipelineSettings(Strict):
     qos: Qos | None = Field(None, description="default: mqtt.qos")
 
 
-class Settings(Strict):
+class Settings(BaseSettings):
     # Defaults are validated too: the hostname must be a valid device_id.
-    model_config = ConfigDict(validate_default=True)
+    model_config = SettingsConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, validate_default=True
+    )
 
     device_id: str = Field(default_factory=socket.gethostname, pattern=r"^[^/#+\s]+$")
     state_dir: Path = Path("/var/lib/edge-agent")
@@ -349,6 +373,19 @@ class Settings(Strict):
     runtime: RuntimeSettings = RuntimeSettings()
     pipelines: list[PipelineSettings] = Field(min_length=1)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Never the constructor's keywords, a .env file or a secrets directory:
+        # only what `load_settings` was asked to read.
+        return loading_sources(settings_cls)
+
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
         names = [p.name for p in self.pipelines]
@@ -359,55 +396,47 @@ class Settings(Strict):
 
 
 def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
-    """Read `path` (TOML), apply environment overrides, validate; ConfigError on any problem."""
-    data = read_toml(path) if path is not None else {}
-    data.update(overrides or {})
-    try:
-        # The environment overrides the file (and `overrides`), key by key.
-        merged = deep_update(
-            by_field_name(Settings, data), env_overrides(Settings, os.environ, ENV_PREFIX)
-        )
-        return Settings.model_validate(merged)
-    except ValidationError as exc:
-        raise ConfigError(describe(exc, path)) from exc
-    except NotJsonError as exc:
-        raise ConfigError(
-            f"environment: {exc} (a table or a list takes JSON, e.g. "
-            f'EDGE_AGENT_RUNTIME=\'{{"runtime": "litert"}}\', or set one key of a table: '
-            "EDGE_AGENT_RUNTIME__RUNTIME=litert)"
-        ) from exc
+    """Read `path` (TOML) and values from code, apply EDGE_AGENT_* variables, validate;
+    ConfigError on any problem, naming the key and where its value came from."""
+    with reading(Origin(path, overrides or {})) as origin:
+        try:
+            return Settings()
+        except ValidationError as exc:
+            raise ConfigError(describe(exc, origin)) from exc
+        except SettingsError as exc:
+            raise ConfigError(_env_json_error(exc)) from exc
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such config file") from exc
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+def _env_json_error(exc: SettingsError) -> str:
+    """pydantic-settings' message for a table or list variable that is not JSON."""
+    match = re.search(r'field "(\w+)"', str(exc))
+    key = match.group(1) if match else "?"
+    cause = exc.__cause__ or exc
+    return (
+        f"environment: {ENV_PREFIX}{key.upper()} ({key}) is not valid JSON: {cause} (a table "
+        f'or a list takes JSON, e.g. {ENV_PREFIX}RUNTIME=\'{{"runtime": "litert"}}\', or set '
+        f"one key of a table: {ENV_PREFIX}RUNTIME__RUNTIME=litert)"
+    )
 
 
-def describe(exc: ValidationError, path: Path | None) -> str:
-    """One line per problem, each led by the offending key's dotted path."""
-    where = f"{path}: " if path else ""
+def describe(exc: ValidationError, origin: Origin) -> str:
+    """One line per problem, each led by where the value came from and its dotted key."""
     lines = []
     for error in exc.errors():
         key = ".".join(_key_parts(error["loc"])) or "(top level)"
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"{where}{key}: {message}")
+        lines.append(f"{origin.describe(key)}: {key}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
 def _key_parts(loc: tuple[int | str, ...]) -> list[str]:
     """The key path without the union tags pydantic inserts (source.files.fps -> source.fps)."""
     parts: list[str] = []
-    for part in loc:
-        if parts and parts[-1] in ("source", "policy") and part in _UNION_TAGS:
+    for i, part in enumerate(loc):
+        # Only the tag right after `source`/`policy`: `policy.threshold` is also a tag name.
+        if i and loc[i - 1] in ("source", "policy") and part in _UNION_TAGS:
             continue
         parts.append(str(part))
     return parts

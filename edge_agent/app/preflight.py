@@ -1,0 +1,76 @@
+"""`config check`: everything `run` checks before it starts, without starting anything.
+
+The settings' own validation covers types and ranges; this adds what needs the
+files the settings name: the state directory, each pipeline's model and labels,
+the broker's password file and TLS files, the update keys. Nothing is created,
+connected or started.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edge_agent.app import wiring
+from edge_agent.config import settings as cfg
+from edge_agent.errors import EdgeAgentError
+from edge_agent.util.tls import mqtt_tls_context
+
+
+def problems(settings: cfg.Settings) -> list[str]:
+    """One line per problem, each led by the offending key."""
+    found = []
+    state = _state_dir_problem(settings.state_dir)
+    if state:
+        found.append(f"state_dir: {state}")
+    for p in settings.pipelines:
+        found.extend(_pipeline_problems(settings, p))
+    try:
+        options = wiring.mqtt_options(settings)  # reads password_file
+        if options.tls is not None:
+            mqtt_tls_context(options.tls)  # reads the CA, certificate and key
+    except EdgeAgentError as exc:
+        found.append(str(exc))
+    if settings.update.enabled:
+        found.extend(_key_problems(settings.update.keys))
+    return found
+
+
+def _state_dir_problem(path: Path) -> str | None:
+    """Why `run` could not create or write `path`, or None."""
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            return f"cannot create {path}"
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "write to" if existing == path else f"create {path} in"
+        return f"cannot {what} {existing} (permission denied for uid {os.getuid()})"
+    return None
+
+
+def _pipeline_problems(settings: cfg.Settings, p: cfg.PipelineSettings) -> list[str]:
+    where = f"pipelines.{p.name}"
+    try:
+        model, _info, labels = wiring.load_model(settings, p, None)
+    except EdgeAgentError as exc:
+        return [f"{where}.model: {exc}"]
+    try:
+        wiring.build_policy(p, wiring.output_classes(model), labels)
+    except EdgeAgentError as exc:
+        return [str(exc)]
+    return []
+
+
+def _key_problems(keys: list[Path]) -> list[str]:
+    from edge_agent.update.keys import load_public_key  # noqa: PLC0415 - cryptography
+
+    found = []
+    for index, key in enumerate(keys):
+        try:
+            load_public_key(key)
+        except EdgeAgentError as exc:
+            found.append(f"update.keys.{index}: {exc}")
+    return found
