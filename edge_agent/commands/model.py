@@ -57,6 +57,10 @@ def _inspect_table(report: dict[str, Any]) -> str:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    from edge_agent.audio.cli import infer_audio, is_audio_request  # noqa: PLC0415
+
+    if is_audio_request(args.model, args.inputs):
+        return infer_audio(args)
     model = load_model(args, args.model)
     labels = read_labels(args.labels) if args.labels else None
     classifier = _classes(model)

@@ -27,7 +27,20 @@ class Window:
     captured: float
 
 
-Item = Frame | Window
+@dataclass(frozen=True)
+class Audio:
+    """A chunk of mono 16-bit PCM, shape [N], int16. A new `stream` (another file,
+    a restarted command) starts a new recording: streaming models reset their state."""
+
+    values: np.ndarray
+    rate: int  # samples per second
+    stream: int  # changes when a new recording starts
+    offset: int  # index of the first sample within its stream
+    origin: str
+    captured: float
+
+
+Item = Frame | Window | Audio
 
 
 class SourceExhausted(Exception):  # noqa: N818 - a signal like StopIteration, not an error
