@@ -10,8 +10,8 @@ import pytest
 from edge_agent.audio.frontend import FrontendOptions, LogMelFrontend, MicroFrontend, make_frontend
 from edge_agent.audio.wav import read_wav
 from edge_agent.errors import ConfigError
-from edge_agent.quant import quantize
-from edge_agent.runtime import Model
+from edge_agent.model.quant import quantize
+from edge_agent.model.runtime import Model
 
 from .conftest import FIXTURES
 

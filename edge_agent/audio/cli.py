@@ -16,7 +16,7 @@ from edge_agent.audio.listener import Heard, Listener, ListenerOptions, build_li
 from edge_agent.audio.sources import DEFAULT_CHUNK_MS
 from edge_agent.audio.wav import read_wav
 from edge_agent.errors import InputError, ModelError
-from edge_agent.labels import align_labels, read_labels, top_k
+from edge_agent.model.labels import align_labels, read_labels, top_k
 from edge_agent.sources.base import Audio
 
 

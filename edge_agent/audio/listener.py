@@ -26,7 +26,7 @@ from edge_agent.audio.models import (
 )
 from edge_agent.audio.policy import WakeEvent, WakeWordOptions, WakeWordPolicy
 from edge_agent.errors import ConfigError, InputError, ModelError
-from edge_agent.runtime import Model, RuntimeName
+from edge_agent.model.runtime import Model, RuntimeName
 from edge_agent.sources.base import Audio
 
 log = logging.getLogger(__name__)

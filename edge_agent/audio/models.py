@@ -21,8 +21,8 @@ from typing import Any, Literal
 import numpy as np
 
 from edge_agent.errors import ModelError
-from edge_agent.flatbuffer import MODEL_OPERATOR_CODES, _Reader
-from edge_agent.runtime import Model
+from edge_agent.model.flatbuffer import MODEL_OPERATOR_CODES, _Reader
+from edge_agent.model.runtime import Model
 
 VAR_HANDLE = 142  # BuiltinOperator in the TFLite schema: the model keeps state
 _OPCODE_DEPRECATED, _OPCODE_BUILTIN = 0, 3  # OperatorCode fields
