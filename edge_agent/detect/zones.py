@@ -128,10 +128,10 @@ def make_zone(name: str, points: object) -> Zone:
     """A validated zone: >= 3 points in [0, 1], a non-zero area, no crossing edges."""
     where = f"zone {_name('zone', name)!r}"
     poly = _points(where, points, least=3)
+    _simple(where, poly)  # first: a symmetric bow tie also has a signed area of 0
     area = 0.5 * abs(float(_cross(np.zeros(2), poly, np.roll(poly, -1, axis=0)).sum()))
     if area <= _EPS:
         raise ValueError(f"{where}: the polygon has no area (points on one line?)")
-    _simple(where, poly)
     return Zone(name, poly)
 
 
