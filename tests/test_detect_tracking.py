@@ -142,11 +142,18 @@ def test_walking_in_and_out_of_a_zone_enters_once_and_leaves_once() -> None:
     assert [r.inside.tolist() for r in reports[4:7]] == [[[False]], [[True]], [[True]]]
 
 
-def test_zone_debounce_ignores_a_one_frame_step_across_the_edge() -> None:
-    tracker = Tracker([DRIVE], options=TrackerOptions(zone_debounce=2))
+def test_zone_leave_ignores_a_one_frame_step_across_the_edge() -> None:
+    tracker = Tracker([DRIVE], options=TrackerOptions(zone_leave=2))
     xs = [0.45, 0.45, 0.52, 0.45, 0.52, 0.55, 0.6]
     reports = run(tracker, [dets(person_at(x, 0.8)) for x in xs])
     assert zone_events(reports) == [(0, "entered", 1, "drive"), (5, "left", 1, "drive")]
+
+
+def test_zone_enter_needs_that_many_sightings_inside() -> None:
+    tracker = Tracker([DRIVE], options=TrackerOptions(zone_enter=3))
+    xs = [0.55, 0.45, 0.55, 0.45, 0.45, 0.45, 0.45]
+    reports = run(tracker, [dets(person_at(x, 0.8)) for x in xs])
+    assert zone_events(reports) == [(5, "entered", 1, "drive")]
 
 
 def test_a_lost_track_leaves_after_max_missed() -> None:
@@ -206,9 +213,7 @@ def test_a_crossing_while_tentative_is_reported_on_confirmation() -> None:
 
 def test_two_objects_crossing_opposite_ways() -> None:
     tracker = Tracker(lines=[GATE])
-    frames = [
-        dets(person_at(0.3, 0.3 + 0.1 * i), person_at(0.7, 0.7 - 0.1 * i)) for i in range(5)
-    ]
+    frames = [dets(person_at(0.3, 0.3 + 0.1 * i), person_at(0.7, 0.7 - 0.1 * i)) for i in range(5)]
     # At i = 2 both stand on the line (within its margin): they cross at i = 3.
     got = sorted(crossings(run(tracker, frames)))
     assert got == [(3, 1, "gate", "in"), (3, 2, "gate", "out")]
@@ -221,7 +226,8 @@ def test_two_objects_crossing_opposite_ways() -> None:
         ({"max_distance": -0.1}, "max_distance"),
         ({"max_missed": -1}, "max_missed"),
         ({"min_hits": 0}, "min_hits"),
-        ({"zone_debounce": 1.5}, "zone_debounce"),
+        ({"zone_enter": 1.5}, "zone_enter"),
+        ({"zone_leave": 0}, "zone_leave"),
     ],
 )
 def test_bad_options_are_refused(kwargs: dict[str, float], message: str) -> None:

@@ -46,7 +46,7 @@ def test_zone_down_to_the_frame_bottom_holds_objects_cut_by_the_frame() -> None:
 def test_whole_frame_contains_every_point_of_the_frame() -> None:
     frame = whole_frame()
     assert frame.name == FRAME
-    corners = [[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5]]
+    corners = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0.5, 0.5]])
     assert frame.contains(corners).all()
 
 
@@ -128,7 +128,7 @@ def test_segments_intersect_collinear_cases() -> None:
 )
 def test_bad_lines_are_refused_naming_the_line(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message) as caught:
-        parse_lines({"gate": kwargs})  # type: ignore[dict-item]
+        parse_lines({"gate": kwargs})
     assert "line 'gate'" in str(caught.value)
 
 

@@ -98,12 +98,13 @@ class DetectionPolicy:
         zones: Sequence[Zone] = (),
         lines: Sequence[Line] = (),
         debounce: int = 2,
-        absent_frames: int = 3,
+        absent_frames: int = 5,
         absent_seconds: float = 0.0,
-        max_missed: int = 5,
+        max_missed: int | None = None,
         min_iou: float = 0.3,
         max_distance: float = 0.1,
         count_events: bool = True,
+        zone_events: bool = True,
         heartbeat: float = 0.0,
         min_interval: float = 0.0,
         max_objects: int = 10,
@@ -134,13 +135,17 @@ class DetectionPolicy:
             check_count("absent_frames", absent_frames),
             check_seconds("absent_seconds", absent_seconds),
         )
-        # debounce also confirms new tracks and zone changes: one knob for "must hold"
+        # The tracker takes the same "must hold" counts as the counts, so an object's
+        # arrival (or departure) and the count change it causes come in one event.
+        missed = absent_frames - 1 if max_missed is None else max_missed
         self._tracker = Tracker(
             self.zones,
             self.lines,
-            TrackerOptions(min_iou, max_distance, max_missed, debounce, debounce),
+            TrackerOptions(min_iou, max_distance, missed, debounce, debounce, absent_frames),
         )
         self._count_events = bool(count_events)
+        # The whole frame's entries and exits would only repeat its count changes.
+        self._zone_events = bool(zone_events) and not self.implicit_zone
         self._heartbeat = check_seconds("heartbeat", heartbeat)
         self._min_interval = check_seconds("min_interval", min_interval)
         self._max_objects = check_count("max_objects", max_objects)
@@ -219,9 +224,10 @@ class DetectionPolicy:
         """Keep entries, exits and crossings until an event carries them."""
         for crossing in report.crossed:
             self._totals[crossing.line][crossing.direction] += 1
+        zoned = self._zone_events
         for kind, items in (
-            ("entered", report.entered),
-            ("left", report.left),
+            ("entered", report.entered if zoned else ()),
+            ("left", report.left if zoned else ()),
             ("crossed", report.crossed),
         ):
             room = _MAX_PENDING - len(self._pending[kind])

@@ -9,7 +9,7 @@ row; only confirmed tracks report ``entered``, ``left`` and crossings, so a
 one-frame false positive reports nothing.
 
 Zone membership and line sides use the bottom-centre of the track's box. A
-membership change must hold ``zone_debounce`` sightings; a crossing counts when
+membership change must hold ``zone_enter`` (or ``zone_leave``) sightings; a crossing counts when
 the path from the last point clearly on one side of a line to the first point
 clearly on the other goes through the segment (see ``Line.margin``), so an
 object standing on a line does not count again and again.
@@ -41,15 +41,17 @@ class TrackerOptions:
     """Frames a track survives without a match before it is dropped (and has left)."""
     min_hits: int = 1
     """Consecutive matched frames before a new track is reported."""
-    zone_debounce: int = 1
-    """Sightings a zone entry or exit must hold before it is reported."""
+    zone_enter: int = 1
+    """Sightings inside a zone before the entry is reported."""
+    zone_leave: int = 1
+    """Sightings outside a zone before the exit is reported."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_iou <= 1:
             raise ValueError(f"min_iou must be in (0, 1], got {self.min_iou!r}")
         if not 0 <= self.max_distance <= 1.5:
             raise ValueError(f"max_distance must be in [0, 1.5], got {self.max_distance!r}")
-        for name in ("max_missed", "min_hits", "zone_debounce"):
+        for name in ("max_missed", "min_hits", "zone_enter", "zone_leave"):
             value = getattr(self, name)
             least = 0 if name == "max_missed" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -243,7 +245,6 @@ class Tracker:
         left: list[ZoneEvent],
     ) -> None:
         """Debounced membership of confirmed tracks; tentative ones just remember it."""
-        need = self.options.zone_debounce
         for z, zone in enumerate(self.zones):
             for track, det in seen:
                 now = bool(inside[z, det])
@@ -254,6 +255,7 @@ class Tracker:
                     track.streak[zone.name] = 0
                     continue
                 track.streak[zone.name] += 1
+                need = self.options.zone_enter if now else self.options.zone_leave
                 if track.streak[zone.name] >= need:
                     track.inside[zone.name], track.streak[zone.name] = now, 0
                     (entered if now else left).append(self._zone_event(track, zone.name))
