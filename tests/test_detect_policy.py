@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from edge_agent.detect.counting import CountLevel
-from edge_agent.detect.policy import TRACK, DetectionDecision, DetectionPolicy
+from edge_agent.detect.payload import TRACK, DetectionDecision
+from edge_agent.detect.policy import DetectionPolicy
 from edge_agent.detect.types import Detections
 from edge_agent.detect.zones import make_line, make_zone
 from edge_agent.events import ModelInfo, encode, event_payload
