@@ -377,3 +377,38 @@ def test_boxes_out_of_the_frame_are_clipped_and_degenerate_ones_dropped() -> Non
     assert decision.detection["objects"] == [
         {"id": 1, "label": "person", "score": 0.9, "box": [0.0, 0.5, 0.2, 1.0]}
     ]
+
+
+# --- the Detections type --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("boxes", "scores", "classes", "labels", "message"),
+    [
+        ([[0, 0, 1, 1]], [0.5, 0.6], [0, 1], ("a", "b"), r"boxes must have shape \[2, 4\]"),
+        ([[0, 0, 1]], [0.5], [0], ("a",), r"boxes must have shape \[1, 4\]"),
+        ([[0, 0, 1, 1]], [0.5], [0.5], ("a",), "classes must be 1 integers"),
+        ([[0, 0, 1, 1]], [0.5], [0], (), "labels must name each of the 1"),
+        ([[0, 0, float("inf"), 1]], [0.5], [0], ("a",), "NaN or infinity"),
+    ],
+)
+def test_detections_refuse_arrays_that_do_not_fit(
+    boxes: object, scores: object, classes: object, labels: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Detections(np.array(boxes), np.array(scores), np.array(classes), labels)
+
+
+def test_detections_convert_dtypes_and_select() -> None:
+    d = Detections(
+        np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]], np.float64),
+        np.array([0.9, 0.4]),
+        np.array([3, 7], np.int32),
+        ("dog", "cat"),
+    )
+    assert [str(a.dtype) for a in (d.boxes, d.scores, d.classes)] == ["float32", "float32", "int64"]
+    picked = d.select(np.array([False, True]))
+    assert len(picked) == 1
+    assert picked.labels == ("cat",)
+    assert picked.classes.tolist() == [7]
+    assert len(Detections.empty()) == 0

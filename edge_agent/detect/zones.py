@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -105,21 +105,26 @@ class Zone:
 
     name: str
     points: _Points
+    _edges: tuple[_Points, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Per-edge arrays, computed once: contains() runs for every zone on every frame.
+        a = self.points[None, :, :]
+        b = np.roll(self.points, -1, axis=0)[None, :, :]
+        dx, dy = b[..., 0] - a[..., 0], b[..., 1] - a[..., 1]
+        lo, hi = np.minimum(a, b) - _EPS, np.maximum(a, b) + _EPS
+        object.__setattr__(self, "_edges", (a, b, dx, dy, lo, hi))
 
     def contains(self, points: npt.ArrayLike) -> npt.NDArray[np.bool_]:
         """Whether each of the ``[M, 2]`` points is inside the polygon or on its edge."""
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        poly = self.points
-        a, b = poly[None, :, :], np.roll(poly, -1, axis=0)[None, :, :]
-        p = pts[:, None, :]
+        a, b, dx, dy, lo, hi = self._edges
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 1, 2)
         px, py = p[..., 0], p[..., 1]
         # Even-odd rule: count edges that a ray going right from p crosses.
         spans = (a[..., 1] > py) != (b[..., 1] > py)
-        dy = np.where(spans, b[..., 1] - a[..., 1], 1.0)
-        x_at = a[..., 0] + (py - a[..., 1]) * (b[..., 0] - a[..., 0]) / dy
+        x_at = a[..., 0] + (py - a[..., 1]) * dx / np.where(dy == 0, 1.0, dy)
         inside = (np.count_nonzero(spans & (px < x_at), axis=1) % 2) == 1
-        on_line = np.abs(_cross(a, b, p)) <= _EPS
-        lo, hi = np.minimum(a, b) - _EPS, np.maximum(a, b) + _EPS
+        on_line = np.abs(dx * (py - a[..., 1]) - dy * (px - a[..., 0])) <= _EPS
         within = ((p >= lo) & (p <= hi)).all(axis=2)
         return np.asarray(inside | (on_line & within).any(axis=1))
 
