@@ -26,9 +26,9 @@ import numpy as np
 
 from edge_agent.audio.wav import read_wav
 from edge_agent.errors import ConfigError, InputError, SourceError
-from edge_agent.util.logs import RateLimitedLog
 from edge_agent.sources.base import Audio, SourceExhausted, SourceStats
 from edge_agent.sources.camera import _Backoff, _describe, _StderrTail, _stop_process
+from edge_agent.util.logs import RateLimitedLog
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Home Assistant discovery for detection pipelines: occupancy, counts and line counters.
 
-Pure config builders, in the conventions of ``edge_agent.homeassistant`` (same
+Pure config builders, in the conventions of ``edge_agent.mqtt.homeassistant`` (same
 device block, availability from the device's status topic, object ids
 ``<node>_<pipeline>_<what>``). Every entity reads the pipeline's retained
 state topic, whose ``detection`` member is ``DetectionPolicy.snapshot()``:
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.detect.policy import DetectionPolicy
-from edge_agent.events import STATUS_OFFLINE, STATUS_ONLINE, Topics, encode
-from edge_agent.homeassistant import DEFAULT_DISCOVERY_PREFIX, node_id
+from edge_agent.mqtt.homeassistant import DEFAULT_DISCOVERY_PREFIX, node_id
+from edge_agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, Topics, encode
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.detect.tracking import Crossing, ZoneEvent
-from edge_agent.policy import Decision
+from edge_agent.pipeline.policy import Decision
 
 TRACK = "track"
 """``reason`` of an event sent only for entries, exits or crossings (counts unchanged)."""

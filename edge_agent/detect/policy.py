@@ -43,7 +43,7 @@ from edge_agent.detect.payload import (
 from edge_agent.detect.tracking import Tracker, TrackerOptions, TrackReport
 from edge_agent.detect.types import Detections
 from edge_agent.detect.zones import Line, Zone, whole_frame
-from edge_agent.policy import CHANGE, HEARTBEAT
+from edge_agent.pipeline.policy import CHANGE, HEARTBEAT
 
 _MAX_PENDING = 50
 
