@@ -46,9 +46,15 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge_agent.devtools.localbroker import Mosquitto, mosquitto_binary
 from edge_agent.mqtt.delivery import Dispatcher, OutboxWriter
 from edge_agent.mqtt.outbox import Durability, NewEvent, Outbox
-from edge_agent.mqtt.payloads import ModelInfo, Topics, encode, event_payload, new_event_id
+from edge_agent.mqtt.payloads import (
+    Decision,
+    ModelInfo,
+    Topics,
+    encode,
+    event_payload,
+    new_event_id,
+)
 from edge_agent.mqtt.publisher import MqttOptions, MqttPublisher
-from edge_agent.pipeline.policy import Decision
 
 HOST = "127.0.0.1"
 INFLIGHT = 100

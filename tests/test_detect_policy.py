@@ -12,8 +12,7 @@ from edge_agent.detect.payload import TRACK, DetectionDecision
 from edge_agent.detect.policy import DetectionPolicy
 from edge_agent.detect.types import Detections
 from edge_agent.detect.zones import make_line, make_zone
-from edge_agent.mqtt.payloads import ModelInfo, encode, event_payload
-from edge_agent.pipeline.policy import Decision
+from edge_agent.mqtt.payloads import Decision, ModelInfo, encode, event_payload
 
 Obj = tuple[str, float, float, float]  # label, x, y (bottom-centre), score
 

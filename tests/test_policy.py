@@ -8,7 +8,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from edge_agent.pipeline.policy import ClassificationPolicy, Decision, Policy, ThresholdPolicy
+from edge_agent.mqtt.payloads import Decision
+from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
 
 LABELS = ("background", "circle", "square")
 SHAPES = {"circle": "ball", "square": "box"}

@@ -15,12 +15,14 @@ from edge_agent.errors import ConfigError, ModelError
 from edge_agent.model.labels import align_labels, read_labels
 from edge_agent.model.runtime import Model, default_threads
 from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
+from edge_agent.mqtt.emitter import Delivery, Emitter
 from edge_agent.mqtt.outbox import NewEvent, Outbox
 from edge_agent.mqtt.payloads import ModelInfo, Topics
 from edge_agent.mqtt.publisher import MqttOptions
+from edge_agent.mqtt.sink import MessageSink
 from edge_agent.pipeline.drift import DriftMonitor
 from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
-from edge_agent.pipeline.runner import DriftWatch, ImageOptions, MessageSink, Pipeline
+from edge_agent.pipeline.runner import DriftWatch, ImageOptions, Pipeline
 from edge_agent.sources.base import Source
 from edge_agent.update.store import ModelStore
 from edge_agent.util.tls import MqttTls, read_secret
@@ -176,12 +178,17 @@ def build_pipeline(
             model=model,
             model_info=info,
             policy=policy,
-            sink=sink,
-            outbox=outbox,
-            store=submit,
-            topics=topics_for(settings),
-            qos=settings.mqtt.qos if p.qos is None else p.qos,
-            ttl=settings.outbox.ttl or None,
+            emitter=Emitter(
+                p.name,
+                topics=topics_for(settings),
+                sink=sink,
+                store=submit,
+                next_seq=outbox.next_seq,
+                delivery=Delivery(
+                    qos=settings.mqtt.qos if p.qos is None else p.qos,
+                    ttl=settings.outbox.ttl or None,
+                ),
+            ),
             image=image,
             on_progress=on_progress,
             drift=build_drift(p.drift, model),

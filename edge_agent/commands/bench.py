@@ -387,7 +387,7 @@ def run_child(request: dict[str, Any]) -> dict[str, Any]:
         "inputs": source.read,
         "events": pipeline.stats.events,
         "bytes_in": source.bytes_in,
-        "bytes_out": pipeline.stats.bytes_out,
+        "bytes_out": pipeline.emitter.bytes_out,
     }
 
 

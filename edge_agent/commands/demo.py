@@ -160,11 +160,11 @@ def _summary(agent: Agent, watcher: Watcher, seconds: float) -> None:
     header = f"  {'pipeline':10} {'inputs':>7} {'inferences':>10} {'events':>7} "
     print(header + f"{'bytes in':>10} {'bytes out':>10} {'in/out':>8}")
     for p in agent.pipelines:
-        src, st = p.source.stats, p.stats
-        ratio = f"{src.bytes_in / st.bytes_out:.0f}x" if st.bytes_out else "-"
+        src, st, out = p.source.stats, p.stats, p.emitter.bytes_out
+        ratio = f"{src.bytes_in / out:.0f}x" if out else "-"
         print(
             f"  {p.name:10} {src.read:>7} {st.inferences:>10} {st.events:>7} "
-            f"{src.bytes_in:>10} {st.bytes_out:>10} {ratio:>8}"
+            f"{src.bytes_in:>10} {out:>10} {ratio:>8}"
         )
     print(f"  events received by the subscriber: {len(watcher.events)}")
     box = agent.outbox.stats()

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.detect.tracking import Crossing, ZoneEvent
-from edge_agent.pipeline.policy import Decision
+from edge_agent.mqtt.payloads import Decision
 
 TRACK = "track"
 """``reason`` of an event sent only for entries, exits or crossings (counts unchanged)."""
@@ -65,6 +65,9 @@ class DetectionDecision(Decision):
     """A ``Decision`` with the detection details (published as ``detection``)."""
 
     detection: dict[str, Any]
+
+    def extra(self) -> dict[str, Any]:
+        return {"detection": self.detection}
 
 
 def object_item(track_id: int, label: str, score: float, box: Sequence[float]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import PublishError
 from edge_agent.mqtt.outbox import NewEvent, Outbox, StoredEvent
-from edge_agent.pipeline.runner import MessageSink
+from edge_agent.mqtt.sink import MessageSink
 from edge_agent.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,30 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from edge_agent.pipeline.policy import Decision
-
 SCHEMA_VERSION = 1
 SHA256_PREFIX = 12
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One event to publish: the state, the evidence for it and why it is sent now."""
+
+    state: str
+    """The decision: a state name."""
+    score: float
+    """The smoothed score that supports ``state``."""
+    previous: str | None
+    """The state published before (None for the first decision; ``state`` for a heartbeat)."""
+    reason: str
+    """``"change"`` or ``"heartbeat"``."""
+    label: str | None
+    """The top-1 raw label of the smoothed scores (classification), else None."""
+
+    def extra(self) -> dict[str, Any]:
+        """Fields a kind of decision adds to its event (detection details, ...)."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,57 @@ def event_payload(
         "previous": decision.previous,
         "reason": decision.reason,
         "label": decision.label,
+        "model": model.as_dict(),
+        **decision.extra(),
+    }
+
+
+def state_payload(
+    *,
+    device: str,
+    pipeline: str,
+    state: str | None,
+    since: float | None,
+    model: ModelInfo,
+    counters: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A pipeline's retained state: the current decision plus counters and bandwidth."""
+    return {
+        "v": SCHEMA_VERSION,
+        "device": device,
+        "pipeline": pipeline,
+        "state": state,
+        "since": utc_timestamp(since) if since else None,
+        "model": model.as_dict(),
+        **counters,
+        **(extra or {}),
+    }
+
+
+def alert_payload(
+    *,
+    device: str,
+    pipeline: str,
+    epoch: float,
+    state: str,
+    measure: str,
+    score: float,
+    worst: str | None,
+    details: dict[str, float],
+    model: ModelInfo,
+) -> dict[str, Any]:
+    """A drift or confidence alert, or its all-clear (README "Drift and confidence")."""
+    return {
+        "v": SCHEMA_VERSION,
+        "device": device,
+        "pipeline": pipeline,
+        "ts": utc_timestamp(epoch),
+        "state": state,
+        "measure": measure,
+        "score": round(score, 4),
+        "worst": worst,
+        "details": {k: round(v, 4) for k, v in details.items()},
         "model": model.as_dict(),
     }
 

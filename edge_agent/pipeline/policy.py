@@ -23,33 +23,18 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from edge_agent.mqtt.payloads import Decision
 
 _Vector = npt.NDArray[np.float64]
 _Indexes = npt.NDArray[np.intp]
 
 CHANGE = "change"
 HEARTBEAT = "heartbeat"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One event to publish: the state, the evidence for it and why it is sent now."""
-
-    state: str
-    """The decision: a state name."""
-    score: float
-    """The smoothed score that supports ``state``."""
-    previous: str | None
-    """The state published before (None for the first decision; ``state`` for a heartbeat)."""
-    reason: str
-    """``"change"`` or ``"heartbeat"``."""
-    label: str | None
-    """The top-1 raw label of the smoothed scores (classification), else None."""
 
 
 @runtime_checkable

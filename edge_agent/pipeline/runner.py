@@ -9,24 +9,17 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from edge_agent.errors import InputError, ModelError, PublishError
+from edge_agent.errors import InputError, ModelError
 from edge_agent.model.runtime import Model
-from edge_agent.mqtt.outbox import NewEvent, Outbox
-from edge_agent.mqtt.payloads import (
-    ModelInfo,
-    Topics,
-    encode,
-    event_payload,
-    new_event_id,
-    utc_timestamp,
-)
+from edge_agent.mqtt.emitter import Emitter
+from edge_agent.mqtt.payloads import Decision, ModelInfo, alert_payload, state_payload
 from edge_agent.pipeline.decode_ahead import END, DecodeAhead
-from edge_agent.pipeline.drift import Alert, DriftMonitor, input_features
-from edge_agent.pipeline.policy import Decision, Policy
+from edge_agent.pipeline.drift import DriftMonitor, input_features
+from edge_agent.pipeline.policy import Policy
 from edge_agent.sources.base import Frame, Item, Source, SourceExhausted
 from edge_agent.util.logs import RateLimitedLog
 
@@ -37,20 +30,6 @@ log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
 
 LATENCY_SAMPLES = 1000
-
-
-class MessageSink(Protocol):
-    def publish(
-        self,
-        topic: str,
-        payload: bytes,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        expiry: float | None = None,
-    ) -> int:
-        """Send one message; raises PublishError if it cannot even be queued."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -79,14 +58,7 @@ class PipelineStats:
         self.input_errors = 0
         self.model_errors = 0
         self.events = 0
-        self.bytes_out = 0
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
-        self._lock = threading.Lock()
-
-    def add_bytes_out(self, count: int) -> None:
-        # Event payloads are built on the outbox writer's thread, state on ours.
-        with self._lock:
-            self.bytes_out += count
 
 
 class Pipeline:
@@ -100,12 +72,7 @@ class Pipeline:
         model: Model,
         model_info: ModelInfo,
         policy: Policy,
-        sink: MessageSink,
-        outbox: Outbox,
-        store: Callable[[NewEvent], None],
-        topics: Topics,
-        qos: int = 1,
-        ttl: float | None = None,
+        emitter: Emitter,
         image: ImageOptions | None = None,
         on_progress: Callable[[], None] | None = None,
         drift: DriftWatch | None = None,
@@ -115,12 +82,7 @@ class Pipeline:
         self.source = source
         self.policy = policy
         self.stats = PipelineStats()
-        self._sink = sink
-        self._topics = topics
-        self._outbox = outbox
-        self._store = store  # the group-commit writer; the outbox itself only for QoS 0
-        self._qos = qos
-        self._ttl = ttl
+        self.emitter = emitter
         self._image_options = image  # None for sensor pipelines
         self._on_progress = on_progress
         self._drift = drift
@@ -212,7 +174,7 @@ class Pipeline:
         log.info("pipeline %s: source %s has no more input", self.name, self.source.name)
 
     def publish_state(self) -> None:
-        self._send(self._topics.state(self.name), encode(self.state_payload()), 1, True)
+        self.emitter.state(self.state_payload())
 
     def process(self, item: Item) -> Decision | None:
         """One input through the model and the policy; bad inputs are counted and skipped."""
@@ -290,26 +252,19 @@ class Pipeline:
                 alert.score,
                 alert.worst,
             )
-            self._send(
-                self._topics.alert(self.name),
-                encode(self._alert_payload(alert, captured)),
-                1,
-                False,
+            self.emitter.alert(
+                alert_payload(
+                    device=self.emitter.device,
+                    pipeline=self.name,
+                    epoch=captured,
+                    state=alert.state,
+                    measure=alert.measure,
+                    score=alert.score,
+                    worst=alert.worst,
+                    details=alert.details,
+                    model=self.model_info,
+                )
             )
-
-    def _alert_payload(self, alert: Alert, captured: float) -> dict[str, Any]:
-        return {
-            "v": 1,
-            "device": self._topics.device,
-            "pipeline": self.name,
-            "ts": utc_timestamp(captured),
-            "state": alert.state,
-            "measure": alert.measure,
-            "score": round(alert.score, 4),
-            "worst": alert.worst,
-            "details": {k: round(v, 4) for k, v in alert.details.items()},
-            "model": self.model_info.as_dict(),
-        }
 
     def _prepare(self, item: Item) -> np.ndarray:
         if isinstance(item, Frame):
@@ -321,28 +276,7 @@ class Pipeline:
     def _publish(self, decision: Decision, captured: float) -> None:
         if decision.reason == "change" or self._since is None:
             self._since = captured
-        topic = self._topics.event(self.name)
-        event_id = new_event_id()
-
-        def build(seq: int) -> bytes:
-            payload = encode(
-                event_payload(
-                    device=self._topics.device,
-                    pipeline=self.name,
-                    seq=seq,
-                    event_id=event_id,
-                    epoch=captured,
-                    decision=decision,
-                    model=self.model_info,
-                )
-            )
-            self.stats.add_bytes_out(len(topic.encode()) + len(payload))
-            return payload
-
-        if self._qos == 0:  # fire and forget: not worth a disk write
-            self._send(topic, build(self._outbox.next_seq(self.name)), 0, False, count=False)
-        else:
-            self._store(NewEvent(self.name, topic, build, self._qos, self._ttl))
+        self.emitter.emit(decision, captured=captured, model=self.model_info)
         self.stats.events += 1
         log.info(
             "%s: %s -> %s (%.2f, %s)",
@@ -354,32 +288,24 @@ class Pipeline:
         )
         self.publish_state()
 
-    def _send(self, topic: str, payload: bytes, qos: int, retain: bool, count: bool = True) -> None:
-        try:
-            self._sink.publish(topic, payload, qos=qos, retain=retain)
-        except PublishError as exc:
-            limited.error(f"{self.name}-publish", "%s: cannot publish: %s", self.name, exc)
-            return
-        if count:
-            self.stats.add_bytes_out(len(topic.encode()) + len(payload))
-
     def state_payload(self) -> dict[str, Any]:
         """The retained state: the current decision plus counters and bandwidth."""
         src = self.source.stats
-        ratio = round(src.bytes_in / self.stats.bytes_out, 1) if self.stats.bytes_out else None
-        return {
-            "v": 1,
-            "device": self._topics.device,
-            "pipeline": self.name,
-            "state": self.policy.state,
-            "since": utc_timestamp(self._since) if self._since else None,
-            "model": self.model_info.as_dict(),
-            "inputs": src.read,
-            "dropped": src.dropped,
-            "errors": src.errors + self.stats.input_errors + self.stats.model_errors,
-            "inferences": self.stats.inferences,
-            "events": self.stats.events,
-            "bytes_in": src.bytes_in,
-            "bytes_out": self.stats.bytes_out,
-            "bandwidth_ratio": ratio,
-        }
+        out = self.emitter.bytes_out
+        return state_payload(
+            device=self.emitter.device,
+            pipeline=self.name,
+            state=self.policy.state,
+            since=self._since,
+            model=self.model_info,
+            counters={
+                "inputs": src.read,
+                "dropped": src.dropped,
+                "errors": src.errors + self.stats.input_errors + self.stats.model_errors,
+                "inferences": self.stats.inferences,
+                "events": self.stats.events,
+                "bytes_in": src.bytes_in,
+                "bytes_out": out,
+                "bandwidth_ratio": round(src.bytes_in / out, 1) if out else None,
+            },
+        )
