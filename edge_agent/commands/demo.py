@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -25,7 +26,10 @@ DEVICE = "demo"
 
 
 def find_models(explicit: Path | None) -> Path:
-    candidates = [explicit] if explicit else [Path(__file__).parents[2] / "models", Path("models")]
+    """`--models`, else the checkout's models/, else the copy a wheel installs."""
+    installed = Path(sys.prefix) / "share" / "edge-agent" / "models"
+    checkout = Path(__file__).parents[2] / "models"
+    candidates = [explicit] if explicit else [checkout, installed, Path("models")]
     for folder in candidates:
         if folder and (folder / "shapes_int8.tflite").is_file():
             return folder.resolve()
