@@ -79,9 +79,16 @@ def test_decision_is_frozen() -> None:
         decision.state = "x"  # type: ignore[misc]
 
 
-def test_both_policies_satisfy_the_protocol() -> None:
+def test_both_policies_work_through_the_protocol() -> None:
+    """What the pipeline relies on, used only through `Policy` (mypy checks the types):
+    the first result is always published, and `state` follows it."""
     policies: list[Policy] = [ClassificationPolicy(LABELS), ThresholdPolicy()]
-    assert all(isinstance(p, Policy) for p in policies)
+    firsts = [p.decide(np.array([0.1, 0.8, 0.1]), 0.0) for p in policies]
+    assert [(d.state, d.previous, d.reason) for d in firsts if d is not None] == [
+        ("circle", None, "change"),
+        ("off", None, "change"),
+    ]
+    assert [p.state for p in policies] == ["circle", "off"]
 
 
 def test_any_output_shape_is_flattened() -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,6 @@ CHANGE = "change"
 HEARTBEAT = "heartbeat"
 
 
-@runtime_checkable
 class Policy(Protocol):
     """What the agent needs from a policy: feed it every result, publish what it returns."""
 
