@@ -54,7 +54,10 @@ from edge_agent.errors import (
 )
 
 MAGIC = b"edge-agent/enc/v1\n"
-CIPHERS = {"chacha20-poly1305": ChaCha20Poly1305, "aes-256-gcm": AESGCM}
+CIPHERS: dict[str, type[ChaCha20Poly1305 | AESGCM]] = {
+    "chacha20-poly1305": ChaCha20Poly1305,
+    "aes-256-gcm": AESGCM,
+}
 DEFAULT_CIPHER = "chacha20-poly1305"  # fast without AES instructions (Raspberry Pi 4)
 CHUNK_SIZE = 64 * 1024
 TAG_LENGTH = 16
