@@ -127,6 +127,7 @@ def encrypt_release(
     if isinstance(recipients, Path):
         recipients = load_recipients(recipients)
     publics = recipients.public_keys()
+    out_dir.mkdir(parents=True, exist_ok=True)
     ids = sorted(envelope.key_id(key) for key in publics)
     files: dict[Path, dict[str, object]] = {}
     written: list[Path] = []
