@@ -17,7 +17,12 @@ from edge_agent.cli import main as edge_agent
 from edge_agent.commands.encrypt import GROUP_KEY, Release, encrypt_release
 from edge_agent.errors import ManifestError, ModelError, NotRecipientError
 from edge_agent.update import devicekey
-from edge_agent.update.decrypt import decrypt_model, device_keyring, load_model_bytes
+from edge_agent.update.decrypt import (
+    decrypt_bytes,
+    decrypt_model,
+    device_keyring,
+    load_model_bytes,
+)
 from edge_agent.update.envelope import key_id, keyring
 from edge_agent.update.manifest import Manifest, format_time, parse_manifest
 
@@ -135,7 +140,7 @@ def test_a_release_opens_for_direct_and_group_recipients(
         ring = device_keyring(entry.file.encryption, key, manifest.groups, fetcher(out))
         assert decrypt_model(out / entry.file.url, entry.file, ring) == MOBILENET.read_bytes(), name
         assert entry.labels is not None
-        labels = decrypt_model(out / entry.labels.url, entry.labels, ring)
+        labels = decrypt_bytes((out / entry.labels.url).read_bytes(), entry.labels, ring)
         assert labels == IMAGENET_LABELS.read_bytes()
 
 

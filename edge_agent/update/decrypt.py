@@ -9,6 +9,7 @@ goes straight to `Model.load`, so no plaintext model is ever written to the card
 from __future__ import annotations
 
 import hmac
+import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,6 +80,19 @@ def decrypt_model(ciphertext_path: Path, ref: FileRef, keys: X25519PrivateKey | 
     ring = keyring([keys]) if isinstance(keys, X25519PrivateKey) else keys
     try:
         header, plaintext = _open(ciphertext_path, ring)
+        _matches(header, ref.encryption)
+    except (DecryptError, HashError) as exc:
+        raise type(exc)(f"{ref.url}: {exc}") from None
+    return plaintext
+
+
+def decrypt_bytes(data: bytes, ref: FileRef, keys: X25519PrivateKey | Keyring) -> bytes:
+    """`decrypt_model` for a small file already in memory (labels)."""
+    if ref.encryption is None:
+        raise DecryptError(f"{ref.url}: the manifest does not say it is encrypted")
+    ring = keyring([keys]) if isinstance(keys, X25519PrivateKey) else keys
+    try:
+        header, plaintext = open_stream(io.BytesIO(data), len(data), ring)
         _matches(header, ref.encryption)
     except (DecryptError, HashError) as exc:
         raise type(exc)(f"{ref.url}: {exc}") from None
