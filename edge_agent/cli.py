@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
+from edge_agent.commands.encrypt import add_model_encrypt_command
+from edge_agent.commands.keys import add_keys_commands
 from edge_agent.commands.manifest import add_manifest_commands
 from edge_agent.errors import ConfigError, EdgeAgentError, InputError, ModelError
 from edge_agent.util.logs import configure
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(commands)
     _add_daemon_commands(commands)
     add_manifest_commands(commands)
+    add_keys_commands(commands)
+    add_model_encrypt_command(commands)
     _add_bench_command(commands)
     return parser
 

@@ -74,3 +74,26 @@ class FetchError(UpdateError):
 
 class SelfTestError(UpdateError):
     """A verified model that does not load, allocate or run sanely."""
+
+
+class DecryptError(UpdateError):
+    """An encrypted model or labels file this device cannot open: reject it, keep
+    the active model. The subclasses say why; the message names the file."""
+
+
+class NotRecipientError(DecryptError):
+    """The file was not encrypted for any key this device holds (a revoked device,
+    a rotated device key that was not re-enrolled)."""
+
+
+class WrongKeyError(DecryptError):
+    """A key this device was handed does not match the one the signed manifest
+    names (a stale or substituted group key file)."""
+
+
+class TamperedError(DecryptError):
+    """Authentication failed: a wrapped key or the ciphertext was altered."""
+
+
+class TruncatedError(DecryptError):
+    """An encrypted file shorter than its header says."""

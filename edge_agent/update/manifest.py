@@ -31,6 +31,20 @@ violation a `ManifestError` naming the field (`models[0].url: ...`):
   percent-encoded, no backslash) or absolute http(s).
 - `length`: integer 1..2 GiB; `sha256`: 64 lowercase hex digits.
 - `rollout.percent`: number 0..100; `rollout.salt`, `golden.top1`: non-empty strings.
+
+Encrypted models (see `edge_agent.update.envelope`) add, to a model and its labels,
+
+    "encryption": {"cipher": "chacha20-poly1305", "recipients": ["<key id>", ...],
+                   "plaintext_length": N, "plaintext_sha256": "<64 hex>"}
+
+where `url`, `length` and `sha256` then describe the ciphertext (what is downloaded
+and kept), and, at the top level, the groups whose key ids appear as recipients:
+
+    "groups": [{"name": "porch", "key_id": "<16 hex>", "public_key": "<base64>",
+                "url": "groups/porch/<key id>/"}]
+
+A member device finds its group key file at `url` + `<its own key id>.json`. Both
+fields are optional; an agent that predates them rejects them as unknown fields.
 """
 
 from __future__ import annotations
@@ -70,6 +84,30 @@ _SCHEMES = ("http", "https")
 _MAX_TEXT = 256
 _MAX_URL = 2048
 _FILE_FIELDS = ("url", "length", "sha256")
+_CIPHERS = ("chacha20-poly1305", "aes-256-gcm")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+_MAX_RECIPIENTS = 10_000
+_ENCRYPTION_FIELDS = ("cipher", "recipients", "plaintext_length", "plaintext_sha256")
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """How a file was encrypted: the file's own length and sha256 are the ciphertext's."""
+
+    cipher: str
+    recipients: tuple[str, ...]  # key ids: devices' or groups'
+    plaintext_length: int
+    plaintext_sha256: str
+
+
+@dataclass(frozen=True)
+class GroupRef:
+    """A recipient group: its public key, and where its members' key files are."""
+
+    name: str
+    key_id: str
+    public_key: bytes  # raw X25519, 32 bytes
+    url: str  # a directory, relative to the manifest: url + "<device key id>.json"
 
 
 @dataclass(frozen=True)
@@ -77,6 +115,7 @@ class FileRef:
     url: str  # possibly relative to the manifest's URL: see resolve_url
     length: int
     sha256: str
+    encryption: Encryption | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +151,7 @@ class Manifest:
     models: tuple[ModelEntry, ...]
     rollout: Rollout | None
     raw_sha256: str  # of the exact signed bytes, to record what was trusted
+    groups: tuple[GroupRef, ...] = ()
 
 
 def verify_manifest(
@@ -168,7 +208,7 @@ def parse_manifest(data: bytes) -> Manifest:
     if spec != SPEC_VERSION:
         raise ManifestError(f"spec_version: {spec} is not supported (this agent reads 1)")
     required = ("spec_version", "version", "issued", "expires", "models")
-    _check_fields(document, "", required, ("rollout",))
+    _check_fields(document, "", required, ("rollout", "groups"))
     issued = _datetime(document["issued"], "issued")
     expires = _datetime(document["expires"], "expires")
     if expires <= issued:
@@ -181,6 +221,7 @@ def parse_manifest(data: bytes) -> Manifest:
         models=_models(document["models"]),
         rollout=_rollout(document.get("rollout")),
         raw_sha256=hashlib.sha256(data).hexdigest(),
+        groups=_groups(document.get("groups")),
     )
 
 
@@ -360,20 +401,89 @@ def _url_problem(url: str) -> str | None:
 
 
 def _file_ref(obj: dict[str, object], where: str) -> FileRef:
-    sha256 = _text(obj["sha256"], _path(where, "sha256"), 64)
-    if not _SHA256.fullmatch(sha256):
-        raise ManifestError(f"{_path(where, 'sha256')}: expected 64 lowercase hex digits")
+    encryption = obj.get("encryption")
     return FileRef(
         url=_url(obj["url"], _path(where, "url")),
         length=_int(obj["length"], _path(where, "length"), 1, MAX_FILE_LENGTH),
-        sha256=sha256,
+        sha256=_sha256(obj["sha256"], _path(where, "sha256")),
+        encryption=None if encryption is None else _encryption(encryption, where),
     )
 
 
-def _file_object(value: object, where: str) -> FileRef:
+def _sha256(value: object, where: str) -> str:
+    sha256 = _text(value, where, 64)
+    if not _SHA256.fullmatch(sha256):
+        raise ManifestError(f"{where}: expected 64 lowercase hex digits")
+    return sha256
+
+
+def _file_object(value: object, where: str, *, encrypted: bool = False) -> FileRef:
     obj = _object(value, where)
-    _check_fields(obj, where, _FILE_FIELDS)
+    _check_fields(obj, where, _FILE_FIELDS, ("encryption",) if encrypted else ())
     return _file_ref(obj, where)
+
+
+def _encryption(value: object, where: str) -> Encryption:
+    where = _path(where, "encryption")
+    obj = _object(value, where)
+    _check_fields(obj, where, _ENCRYPTION_FIELDS)
+    cipher = _text(obj["cipher"], _path(where, "cipher"))
+    if cipher not in _CIPHERS:
+        raise ManifestError(f"{where}.cipher: {cipher!r} is not one of {', '.join(_CIPHERS)}")
+    recipients = obj["recipients"]
+    if not isinstance(recipients, list) or not 0 < len(recipients) <= _MAX_RECIPIENTS:
+        raise ManifestError(f"{where}.recipients: expected a list of 1 to {_MAX_RECIPIENTS} ids")
+    ids = tuple(_key_id(item, f"{where}.recipients[{i}]") for i, item in enumerate(recipients))
+    if len(set(ids)) != len(ids):
+        raise ManifestError(f"{where}.recipients: a key id is listed twice")
+    return Encryption(
+        cipher=cipher,
+        recipients=ids,
+        plaintext_length=_int(
+            obj["plaintext_length"], f"{where}.plaintext_length", 1, MAX_FILE_LENGTH
+        ),
+        plaintext_sha256=_sha256(obj["plaintext_sha256"], f"{where}.plaintext_sha256"),
+    )
+
+
+def _key_id(value: object, where: str) -> str:
+    ident = _text(value, where, 16)
+    if not _KEY_ID.fullmatch(ident):
+        raise ManifestError(f"{where}: expected a key id of 16 lowercase hex digits")
+    return ident
+
+
+def _groups(value: object) -> tuple[GroupRef, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ManifestError(f"groups: expected a list, got {_kind(value)}")
+    groups = tuple(_group(item, f"groups[{index}]") for index, item in enumerate(value))
+    for attribute in ("name", "key_id"):
+        values = [getattr(group, attribute) for group in groups]
+        if len(set(values)) != len(values):
+            raise ManifestError(f"groups: a {attribute} is listed twice")
+    return groups
+
+
+def _group(value: object, where: str) -> GroupRef:
+    obj = _object(value, where)
+    _check_fields(obj, where, ("name", "key_id", "public_key", "url"))
+    try:
+        public_key = base64.b64decode(
+            _text(obj["public_key"], f"{where}.public_key"), validate=True
+        )
+    except (binascii.Error, ValueError):
+        public_key = b""
+    if len(public_key) != 32:
+        raise ManifestError(f"{where}.public_key: expected 32 bytes in base64 (an X25519 key)")
+    ident = _key_id(obj["key_id"], f"{where}.key_id")
+    if ident != hashlib.sha256(public_key).hexdigest()[:16]:
+        raise ManifestError(f"{where}.key_id: {ident} is not the id of its public_key")
+    url = _url(obj["url"], f"{where}.url")
+    if not url.endswith("/"):
+        raise ManifestError(f"{where}.url: a directory URL ends with '/'")
+    return GroupRef(_name(obj["name"], f"{where}.name"), ident, public_key, url)
 
 
 def _models(value: object) -> tuple[ModelEntry, ...]:
@@ -390,14 +500,17 @@ def _models(value: object) -> tuple[ModelEntry, ...]:
 
 def _model(value: object, where: str) -> ModelEntry:
     obj = _object(value, where)
-    _check_fields(obj, where, ("name", "version", *_FILE_FIELDS), ("labels", "golden"))
+    optional = ("labels", "golden", "encryption")
+    _check_fields(obj, where, ("name", "version", *_FILE_FIELDS), optional)
     labels = obj.get("labels")
     golden_input, golden_top1 = _golden(obj.get("golden"), _path(where, "golden"))
     return ModelEntry(
         name=_name(obj["name"], _path(where, "name")),
         version=_name(obj["version"], _path(where, "version")),
         file=_file_ref(obj, where),
-        labels=None if labels is None else _file_object(labels, _path(where, "labels")),
+        labels=None
+        if labels is None
+        else _file_object(labels, _path(where, "labels"), encrypted=True),
         golden_input=golden_input,
         golden_top1=golden_top1,
     )
