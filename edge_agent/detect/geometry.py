@@ -24,15 +24,13 @@ def to_frame(boxes: np.ndarray, placement: Placement, size: tuple[int, int]) -> 
     """Boxes [K, 4] (xmin, ymin, xmax, ymax) normalized to a tensor of `size` (width,
     height), normalized to the frame that `placement` put in it, clipped to it."""
     width, height = size
-    scale = np.array(
-        [width / placement.width, height / placement.height] * 2, dtype=np.float32
-    )
+    scale = np.array([width / placement.width, height / placement.height] * 2, dtype=np.float32)
     offset = np.array(
         [placement.left / placement.width, placement.top / placement.height] * 2,
         dtype=np.float32,
     )
     mapped = boxes.astype(np.float32) * scale - offset
-    return np.clip(mapped, 0.0, 1.0)
+    return np.asarray(np.clip(mapped, 0.0, 1.0))
 
 
 def to_normalized(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:

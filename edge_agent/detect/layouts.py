@@ -159,7 +159,9 @@ def _named_roles(first: str, second: str, pair: tuple[int, int]) -> tuple[int, i
     return None
 
 
-def _yolo(shape: tuple[int, ...], size: tuple[int, int], kind: str | None) -> DetectionLayout | None:
+def _yolo(
+    shape: tuple[int, ...], size: tuple[int, int], kind: str | None
+) -> DetectionLayout | None:
     if len(shape) != 3 or shape[0] != 1:
         return None
     for family, classes, transposed in _candidates(shape[1], shape[2], anchors(size)):
@@ -182,9 +184,9 @@ def _candidates(a: int, b: int, points: int) -> list[tuple[str, int, bool]]:
         found.append(("yolo-e2e", 0, False))
     if a < b and a >= 5:
         found.append(("yolov8", a - 4, False))
-    if a > b and b >= 6:
+    if a > b >= 6:
         found.append(("yolov5", b - 5, False))
-    if a > b and b >= 5:
+    if a > b >= 5:
         found.append(("yolov8", b - 4, True))
     return found
 
@@ -212,9 +214,7 @@ class SsdRoles:
         if first_is_classes == second_is_classes:
             return self._pair  # no evidence yet (no detection): this frame only
         self._known = self._pair if first_is_classes else (second, first)
-        log.info(
-            "%s: SSD classes are output %d, scores output %d", self._source, *self._known
-        )
+        log.info("%s: SSD classes are output %d, scores output %d", self._source, *self._known)
         return self._known
 
 
