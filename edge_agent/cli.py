@@ -90,8 +90,21 @@ def _add_model_commands(commands: Any) -> None:
     infer.add_argument(
         "--resize",
         choices=["stretch", "crop", "letterbox"],
-        default="stretch",
-        help="fit images by stretching the whole frame (default), crop or letterbox",
+        default=None,
+        help="fit images by stretching the whole frame, crop or letterbox "
+        "(default: letterbox for YOLO detectors, else stretch)",
+    )
+    infer.add_argument(
+        "--kind",
+        choices=["auto", "classifier", "ssd", "yolov8", "yolov5", "yolo-e2e"],
+        default="auto",
+        help="what the model is (default: recognised from its tensors)",
+    )
+    infer.add_argument(
+        "--min-score", type=_fraction, default=0.25, help="detections: lowest score (0.25)"
+    )
+    infer.add_argument(
+        "--iou", type=_fraction, default=0.45, help="detections: NMS overlap threshold (0.45)"
     )
     infer.add_argument(
         "inputs",
@@ -101,6 +114,16 @@ def _add_model_commands(commands: Any) -> None:
     )
     _add_model_options(infer)
     _handler(infer, "model:cmd_infer")
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number between 0 and 1")
+    return value
 
 
 def _add_config_option(parser: argparse.ArgumentParser, positional: bool = False) -> None:

@@ -11,6 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.detect.decode import DecodeOptions
+from edge_agent.detect.detector import Detector
+from edge_agent.detect.labels import DetectionLabels
+from edge_agent.detect.layouts import FAMILIES, looks_like_detector, model_kind
 from edge_agent.errors import InputError, ModelError
 from edge_agent.model.labels import align_labels, read_labels, top_k
 from edge_agent.model.preprocess import ImagePreprocessor
@@ -30,6 +34,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "size": model.size,
         "sha256": model.sha256,
         "runtime": model.runtime,
+        "kind": model_kind(model.inputs, model.outputs),
         "inputs": [spec.as_dict() for spec in model.inputs],
         "outputs": [spec.as_dict() for spec in model.outputs],
     }
@@ -43,6 +48,7 @@ def _inspect_table(report: dict[str, Any]) -> str:
         f"size     {report['size']} bytes",
         f"sha256   {report['sha256']}",
         f"runtime  {report['runtime']}",
+        f"kind     {report['kind']}",
         "",
         f"{'':7} {'name':32} {'shape':18} {'dtype':8} {'scale':>12} {'zero point':>10}",
     ]
@@ -62,6 +68,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if is_audio_request(args.model, args.inputs):
         return infer_audio(args)
     model = load_model(args, args.model)
+    kind = None if args.kind == "auto" else args.kind
+    if kind in FAMILIES or (kind is None and looks_like_detector(model.inputs, model.outputs)):
+        return infer_detections(args, model, kind)
     labels = read_labels(args.labels) if args.labels else None
     classifier = _classes(model)
     if labels is not None or classifier:
@@ -69,7 +78,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     failed = 0
     for item in args.inputs:
         try:
-            tensor = read_input(item, model.inputs[0], args.resize)
+            tensor = read_input(item, model.inputs[0], args.resize or "stretch")
             start = time.perf_counter()
             outputs = model.infer(tensor)
             latency = round((time.perf_counter() - start) * 1000.0, 3)
@@ -83,6 +92,27 @@ def cmd_infer(args: argparse.Namespace) -> int:
         else:
             result["outputs"] = [np.round(o.astype(np.float64), 6).tolist() for o in outputs]
         result["latency_ms"] = latency
+        print(json.dumps(result), flush=True)
+    return 4 if failed else 0
+
+
+def infer_detections(args: argparse.Namespace, model: Model, kind: str | None) -> int:
+    """One JSON line of detections per image; a layout it cannot read is a ModelError."""
+    options = DecodeOptions(min_score=args.min_score, iou=args.iou)
+    detector = Detector(model, kind=kind, options=options, resize=args.resize)
+    labels = DetectionLabels.read(args.labels)
+    failed = 0
+    for item in args.inputs:
+        try:
+            tensor, placement = detector.prepare(_read_file(Path(item)))
+            start = time.perf_counter()
+            found = detector.decode(model.infer(tensor), placement)
+            latency = round((time.perf_counter() - start) * 1000.0, 3)
+        except InputError as exc:
+            print(f"edge-agent: {item}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        result = {"input": item, "detections": found.records(labels), "latency_ms": latency}
         print(json.dumps(result), flush=True)
     return 4 if failed else 0
 
@@ -109,10 +139,7 @@ def read_input(item: str, spec: TensorSpec, resize: str) -> np.ndarray:
             return np.asarray(np.load(path, allow_pickle=False))
         except (OSError, ValueError) as exc:
             raise InputError(f"not a readable .npy array: {exc}") from exc
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}") from exc
+    data = _read_file(path)
     if path.suffix.lower() in NUMERIC_SUFFIXES:
         return parse_numbers(data.decode("utf-8", errors="replace"))
     try:
@@ -120,6 +147,13 @@ def read_input(item: str, spec: TensorSpec, resize: str) -> np.ndarray:
     except ModelError as exc:
         raise InputError(f"looks like an image, but {exc}") from exc
     return preprocessor.prepare(data)
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror or exc}") from exc
 
 
 def parse_numbers(text: str) -> np.ndarray:

@@ -17,6 +17,19 @@ from edge_agent.model.runtime import TensorSpec
 ResizeMode = Literal["stretch", "crop", "letterbox"]
 
 DEFAULT_MAX_PIXELS = 40_000_000  # above 8K video; a 20000x20000 bomb is 400M
+YOLO_FILL = 114  # the grey YOLO models were trained to see around a letterboxed frame
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the frame landed in the input tensor: its rectangle in tensor pixels.
+    Stretch fills the tensor; letterbox leaves bands; crop overhangs it (negative
+    left or top), so a point in the tensor maps back to the whole frame."""
+
+    left: float
+    top: float
+    width: float
+    height: float
 
 
 @dataclass(frozen=True)
@@ -57,12 +70,14 @@ class ImagePreprocessor:
         resize: ResizeMode = "stretch",
         draft: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        fill: int = 0,
     ) -> None:
         self.spec = spec
         self.layout = ImageLayout.of(spec)
         self.resize = resize
         self.draft = draft
         self.max_pixels = max_pixels
+        self.fill = fill
 
     def prepare(self, data: bytes) -> np.ndarray:
         """The input tensor for one encoded image; `InputError` if it is unusable."""
@@ -71,6 +86,10 @@ class ImagePreprocessor:
 
     def decode(self, data: bytes) -> Image.Image:
         """The frame as a PIL image of the model's size and colour mode."""
+        return self.decode_placed(data)[0]
+
+    def decode_placed(self, data: bytes) -> tuple[Image.Image, Placement]:
+        """`decode`, and where the frame sits in the result (to map boxes back)."""
         if not data:
             raise InputError("empty image (0 bytes)")
         try:
@@ -81,8 +100,11 @@ class ImagePreprocessor:
                 if self.draft:
                     self._use_draft(encoded)
                 if encoded.mode != self.layout.mode:  # convert() would copy even then
-                    return fit(encoded.convert(self.layout.mode), self.layout, self.resize)
-                return fit(encoded, self.layout, self.resize)
+                    encoded = encoded.convert(self.layout.mode)
+                # Draft decoding keeps the aspect ratio, so a placement computed on the
+                # decoded size holds for the original frame in normalized coordinates.
+                placement = place(encoded.size, self.layout, self.resize)
+                return fit(encoded, self.layout, self.resize, self.fill), placement
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise InputError(f"image too large: {exc}") from exc
         except (OSError, SyntaxError, ValueError, IndexError, TypeError, struct.error) as exc:
@@ -120,29 +142,52 @@ def open_image(data: bytes) -> Image.Image:
     return Image.open(io.BytesIO(data))
 
 
-def fit(image: Image.Image, layout: ImageLayout, mode: ResizeMode) -> Image.Image:
-    """Resize to the layout's size: stretch the whole frame, centre-crop, or letterbox."""
+def fit(image: Image.Image, layout: ImageLayout, mode: ResizeMode, fill: int = 0) -> Image.Image:
+    """Resize to the layout's size: stretch the whole frame, centre-crop, or letterbox
+    (bands of grey level `fill`)."""
     size = (layout.width, layout.height)
     if mode == "stretch" or image.size == size:
         return image.resize(size, Image.Resampling.BILINEAR)
-    src_ratio = image.width / image.height
-    dst_ratio = layout.width / layout.height
     if mode == "crop":
-        if src_ratio > dst_ratio:
-            new_width = round(image.height * dst_ratio)
-            left = (image.width - new_width) // 2
-            box = (left, 0, left + new_width, image.height)
-        else:
-            new_height = round(image.width / dst_ratio)
-            top = (image.height - new_height) // 2
-            box = (0, top, image.width, top + new_height)
-        return image.resize(size, Image.Resampling.BILINEAR, box=box)
-    scale = min(layout.width / image.width, layout.height / image.height)
-    inner = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    canvas = Image.new(image.mode, size)
-    offset = ((layout.width - inner[0]) // 2, (layout.height - inner[1]) // 2)
-    canvas.paste(image.resize(inner, Image.Resampling.BILINEAR), offset)
+        return image.resize(size, Image.Resampling.BILINEAR, box=_crop_box(image.size, size))
+    left, top, width, height = _letterbox_rect(image.size, size)
+    colour = fill if image.mode == "L" else (fill,) * len(image.getbands())
+    canvas = Image.new(image.mode, size, colour)
+    canvas.paste(image.resize((width, height), Image.Resampling.BILINEAR), (left, top))
     return canvas
+
+
+def place(frame: tuple[int, int], layout: ImageLayout, mode: ResizeMode) -> Placement:
+    """The frame's rectangle in the tensor as `fit` puts it there (sizes are width, height)."""
+    size = (layout.width, layout.height)
+    if mode == "stretch" or frame == size:
+        return Placement(0.0, 0.0, float(size[0]), float(size[1]))
+    if mode == "crop":
+        x0, y0, x1, y1 = _crop_box(frame, size)
+        scale_x, scale_y = size[0] / (x1 - x0), size[1] / (y1 - y0)
+        return Placement(-x0 * scale_x, -y0 * scale_y, frame[0] * scale_x, frame[1] * scale_y)
+    left, top, width, height = _letterbox_rect(frame, size)
+    return Placement(float(left), float(top), float(width), float(height))
+
+
+def _crop_box(frame: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The centred region of the frame with the tensor's aspect ratio."""
+    width, height = frame
+    dst_ratio = size[0] / size[1]
+    if width / height > dst_ratio:
+        new_width = round(height * dst_ratio)
+        left = (width - new_width) // 2
+        return (left, 0, left + new_width, height)
+    new_height = round(width / dst_ratio)
+    top = (height - new_height) // 2
+    return (0, top, width, top + new_height)
+
+
+def _letterbox_rect(frame: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """left, top, width, height of the whole frame scaled to fit, centred."""
+    scale = min(size[0] / frame[0], size[1] / frame[1])
+    width, height = max(1, round(frame[0] * scale)), max(1, round(frame[1] * scale))
+    return (size[0] - width) // 2, (size[1] - height) // 2, width, height
 
 
 def pixels_to_tensor(pixels: np.ndarray, spec: TensorSpec) -> np.ndarray:
