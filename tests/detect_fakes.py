@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.runtime import TensorSpec
+from edge_agent.model.runtime import TensorSpec
 
 
 def spec(name: str, shape: tuple[int, ...], dtype: str = "float32", index: int = 0) -> TensorSpec:

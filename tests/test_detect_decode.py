@@ -6,7 +6,7 @@ import pytest
 from edge_agent.detect.decode import DecodeOptions, Decoder, Detections
 from edge_agent.detect.layouts import DetectionLayout, recognise
 from edge_agent.errors import ConfigError
-from edge_agent.preprocess import Placement
+from edge_agent.model.preprocess import Placement
 
 from .detect_fakes import image_input, spec, ssd_tf1, ssd_tf2
 

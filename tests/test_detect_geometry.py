@@ -6,8 +6,8 @@ from PIL import Image
 
 from edge_agent.detect.detector import pixel_table
 from edge_agent.detect.geometry import default_resize, to_frame, to_normalized
-from edge_agent.preprocess import YOLO_FILL, ImageLayout, Placement, fit, place
-from edge_agent.runtime import TensorSpec
+from edge_agent.model.preprocess import YOLO_FILL, ImageLayout, Placement, fit, place
+from edge_agent.model.runtime import TensorSpec
 
 SQUARE = ImageLayout(320, 320, 3)
 

@@ -12,7 +12,7 @@ from edge_agent.detect.decode import DecodeOptions, Detections
 from edge_agent.detect.detector import Detector
 from edge_agent.detect.labels import DetectionLabels
 from edge_agent.errors import InputError, ModelError
-from edge_agent.runtime import Model
+from edge_agent.model.runtime import Model
 
 from .conftest import FIXTURE_IMAGES, FIXTURE_MODELS, MOBILENET
 

@@ -16,7 +16,7 @@ from edge_agent.detect.labels import DetectionLabels
 from edge_agent.detect.layouts import DetectionLayout, SsdRoles
 from edge_agent.detect.nms import nms
 from edge_agent.errors import ConfigError
-from edge_agent.preprocess import Placement
+from edge_agent.model.preprocess import Placement
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from edge_agent.detect.decode import DecodeOptions, Decoder, Detections
 from edge_agent.detect.geometry import default_resize
 from edge_agent.detect.layouts import DetectionLayout, recognise
 from edge_agent.errors import ModelError
-from edge_agent.preprocess import (
+from edge_agent.model.preprocess import (
     DEFAULT_MAX_PIXELS,
     YOLO_FILL,
     ImagePreprocessor,
@@ -21,8 +21,8 @@ from edge_agent.preprocess import (
     fit,
     place,
 )
-from edge_agent.quant import quantize
-from edge_agent.runtime import Model, TensorSpec
+from edge_agent.model.quant import quantize
+from edge_agent.model.runtime import Model, TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_agent.preprocess import Placement, ResizeMode
+from edge_agent.model.preprocess import Placement, ResizeMode
 
 # YOLO models are trained on letterboxed frames: stretched, a detection can vanish.
 # The SSD starter models were trained on frames stretched to their square input.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge_agent.labels import read_labels
+from edge_agent.model.labels import read_labels
 
 PLACEHOLDERS = {"???", "background"}
 GAPS = {"", "???", "n/a"}  # ids the model never gives (Coral's coco_labels.txt)

@@ -18,8 +18,8 @@ from typing import Literal, get_args
 import numpy as np
 
 from edge_agent.errors import ModelError
-from edge_agent.preprocess import ImageLayout
-from edge_agent.runtime import TensorSpec
+from edge_agent.model.preprocess import ImageLayout
+from edge_agent.model.runtime import TensorSpec
 
 log = logging.getLogger(__name__)
 
