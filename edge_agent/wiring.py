@@ -22,15 +22,14 @@ from edge_agent.publisher import MqttOptions
 from edge_agent.runtime import Model, default_threads
 from edge_agent.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
 from edge_agent.sources.base import Source
+from edge_agent.sources.kinds import CAMERA_KINDS
 from edge_agent.tls import MqttTls, read_secret
 from edge_agent.update.store import ModelStore
 
 if TYPE_CHECKING:
-    from edge_agent.windowing import SlidingWindow
+    from edge_agent.sources.sensor.window import SlidingWindow
 
 log = logging.getLogger(__name__)
-
-CAMERA_KINDS = ("files", "dir", "http", "mjpeg", "command")
 
 
 def topics_for(settings: cfg.Settings) -> Topics:
@@ -254,7 +253,7 @@ def build_drift(d: cfg.DriftSettings, model: Model) -> DriftWatch | None:
 
 
 def build_window(w: cfg.WindowSettings) -> SlidingWindow:
-    from edge_agent.windowing import SlidingWindow  # noqa: PLC0415 - see _files
+    from edge_agent.sources.sensor.window import SlidingWindow  # noqa: PLC0415 - see _files
 
     return SlidingWindow(w.size, w.hop, w.channels, w.mean, w.std)
 
@@ -273,13 +272,13 @@ def _secret(value: SecretStr | None) -> str | None:
 
 
 def _files(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import FilesSource  # noqa: PLC0415
+    from edge_agent.sources.camera.files import FilesSource  # noqa: PLC0415
 
     return FilesSource(name, pattern=s.pattern, loop=s.loop, fps=s.fps)
 
 
 def _dir(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import DirectorySource  # noqa: PLC0415
+    from edge_agent.sources.camera.directory import DirectorySource  # noqa: PLC0415
 
     return DirectorySource(
         name,
@@ -292,7 +291,7 @@ def _dir(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _http(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import HttpSnapshotSource  # noqa: PLC0415
+    from edge_agent.sources.camera.http import HttpSnapshotSource  # noqa: PLC0415
 
     return HttpSnapshotSource(
         name,
@@ -305,19 +304,19 @@ def _http(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _mjpeg(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import MjpegSource  # noqa: PLC0415
+    from edge_agent.sources.camera.mjpeg import MjpegSource  # noqa: PLC0415
 
     return MjpegSource(name, url=s.url, timeout=s.timeout, fps=s.fps)
 
 
 def _command(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import CommandSource  # noqa: PLC0415
+    from edge_agent.sources.camera.command import CommandSource  # noqa: PLC0415
 
     return CommandSource(name, command=s.command, fps=s.fps)
 
 
 def _lines(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor import LinesSource  # noqa: PLC0415
+    from edge_agent.sources.sensor.lines import LinesSource  # noqa: PLC0415
 
     return LinesSource(
         name,
@@ -331,7 +330,7 @@ def _lines(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _iio(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor import IioSource  # noqa: PLC0415
+    from edge_agent.sources.sensor.iio import IioSource  # noqa: PLC0415
 
     return IioSource(
         name,
@@ -344,7 +343,7 @@ def _iio(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor import MqttSensorSource  # noqa: PLC0415
+    from edge_agent.sources.sensor.mqtt import MqttSensorSource  # noqa: PLC0415
 
     m = settings.mqtt
     return MqttSensorSource(

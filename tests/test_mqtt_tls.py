@@ -32,9 +32,9 @@ from edge_agent.agent import Agent
 from edge_agent.errors import ConfigError
 from edge_agent.publisher import MqttOptions
 from edge_agent.settings import load_settings
-from edge_agent.sources.sensor import MqttSensorSource
+from edge_agent.sources.sensor.mqtt import MqttSensorSource
+from edge_agent.sources.sensor.window import SlidingWindow
 from edge_agent.tls import MqttTls, apply, describe_tls_error, mqtt_tls_context, read_secret
-from edge_agent.windowing import SlidingWindow
 
 from .broker import Mosquitto, free_port
 from .conftest import DEMO_MODELS

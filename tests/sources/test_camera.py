@@ -19,14 +19,12 @@ from PIL import Image
 
 from edge_agent.errors import SourceError
 from edge_agent.sources.base import Frame, Source, SourceExhausted
-from edge_agent.sources.camera import (
-    CommandSource,
-    DirectorySource,
-    FilesSource,
-    HttpSnapshotSource,
-    MjpegSource,
-)
-from edge_agent.sources.mjpeg import JpegSplitter, MultipartReader, boundary_from
+from edge_agent.sources.camera.command import CommandSource
+from edge_agent.sources.camera.directory import DirectorySource
+from edge_agent.sources.camera.files import FilesSource
+from edge_agent.sources.camera.http import HttpSnapshotSource
+from edge_agent.sources.camera.mjpeg import MjpegSource
+from edge_agent.sources.camera.multipart import JpegSplitter, MultipartReader, boundary_from
 
 
 def jpeg(seed: int, size: int = 16) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import email.message
 from typing import Literal, Protocol
 
-from ..errors import SourceError
+from edge_agent.errors import SourceError
 
 _LINE_LIMIT = 65536  # a delimiter or header line is short; JPEG "lines" are cut here
 _MAX_HEADER_LINES = 64
