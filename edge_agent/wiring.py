@@ -4,6 +4,7 @@ the constructors; components never see a settings object."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,6 +158,7 @@ def build_pipeline(
     """A ready pipeline; ModelError or ConfigError if its parts cannot be made.
     `on_progress` is called on every turn of its loop (the watchdog's heartbeat)."""
     model, info, labels = load_model(settings, p, store)
+    check_model_fits(p, model)
     decoders = thread_plan(settings, p, p.model).decoders
     image = (
         ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels, decoders)
@@ -188,6 +190,33 @@ def build_pipeline(
     except ModelError as exc:
         source.close()
         raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
+
+
+def check_model_fits(p: cfg.PipelineSettings, model: Model) -> None:
+    """ConfigError unless the model takes what the pipeline's source gives: an image
+    for a camera, a window of size x channels for a sensor. Otherwise the pipeline
+    would start, then fail (or worse, decide) on every input."""
+    spec = model.inputs[0]
+    where = f"pipelines.{p.name}: model {model.label} takes {spec.name!r} of shape"
+    if is_camera(p):
+        from edge_agent.preprocess import ImageLayout  # noqa: PLC0415 - cameras only
+
+        try:
+            ImageLayout.of(spec)
+        except ModelError:
+            raise ConfigError(
+                f"{where} {list(spec.shape)}, not an image ([1, height, width, 1 or 3]),"
+                f" but its source ({p.source.kind}) gives images"
+            ) from None
+        return
+    window = getattr(p.source, "window", None)  # every sensor source has one
+    if not isinstance(window, cfg.WindowSettings):
+        return
+    if math.prod(spec.shape) != window.size * window.channels:
+        raise ConfigError(
+            f"{where} {list(spec.shape)}, which a window of {window.size}x{window.channels}"
+            " (size x channels) does not fill; set source.window to the model's input"
+        )
 
 
 def _classes(model: Model) -> int:

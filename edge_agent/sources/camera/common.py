@@ -40,3 +40,32 @@ def log_skip(log: RateLimitedLog, source: str, what: str, reason: str) -> None:
 
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def image_complete(data: bytes) -> bool:
+    """False if `data` is the start of an image whose end has not been written yet:
+    nothing yet, part of a signature, a JPEG without its end marker, a PNG without
+    IEND, a BMP or WebP shorter than its header says. True for anything else,
+    including what is no image at all (`check_image` rejects that)."""
+    if not data or any(len(data) < len(magic) and magic.startswith(data) for magic in _IMAGE_MAGIC):
+        return False
+    if data.startswith(b"\xff\xd8\xff"):
+        return _jpeg_complete(data)
+    if data.startswith(b"\x89PNG"):
+        return b"IEND" in data[-64:]
+    if data.startswith(b"BM") and len(data) >= 6:
+        declared = int.from_bytes(data[2:6], "little")  # some writers leave it 0
+        return declared == 0 or len(data) >= declared
+    if data.startswith(b"RIFF") and len(data) >= 8:
+        return len(data) >= int.from_bytes(data[4:8], "little") + 8
+    return True
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """Walks the segments to the end marker, so that an EXIF thumbnail's end marker,
+    or FFD9 inside a segment, does not pass for the end of the image."""
+    from edge_agent.sources.camera.multipart import JpegSplitter  # noqa: PLC0415 - JPEGs only
+
+    splitter = JpegSplitter(max_frame_bytes=len(data) + 1)
+    frames = splitter.feed(data)
+    return bool(frames) or bool(splitter.pop_errors())  # corrupt is not "still writing"

@@ -47,10 +47,17 @@ class HttpGet:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._closed = False
+        self._expired = False  # the current GET ran past its deadline
 
     @contextmanager
-    def get(self) -> Iterator[http.client.HTTPResponse]:
-        """A 200 response; SourceError for any other status or any failure inside."""
+    def get(self, deadline: float | None = None) -> Iterator[http.client.HTTPResponse]:
+        """A 200 response; SourceError for any other status or any failure inside.
+
+        `timeout` bounds each socket operation; `deadline`, if given, the whole GET
+        from connect to the end of the with block: a server that drips its bytes,
+        each within the timeout, would otherwise hold the reader for ever.
+        """
+        timer = self._arm(deadline)
         scheme = self._parts.scheme
         cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
         conn = cls(self._parts.hostname or "", self._parts.port, timeout=self._timeout)
@@ -63,13 +70,23 @@ class HttpGet:
             if response.status != 200:
                 raise SourceError(f"HTTP {response.status} {response.reason}")
             yield response
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, SourceError) as exc:
+            # A cut-off socket fails in whatever way; a read that timed out ends past
+            # the deadline too (each starts after the GET did): one message for both.
+            if self._expired or (deadline is not None and isinstance(exc, TimeoutError)):
+                raise SourceError(_late(deadline)) from exc
+            if isinstance(exc, SourceError):
+                raise
             raise SourceError(describe(exc)) from exc
         finally:
+            if timer is not None:
+                timer.cancel()
             self._track(None)
             if response is not None:
                 response.close()
             conn.close()
+        if self._expired:  # a body cut off without an error would look whole
+            raise SourceError(_late(deadline))
 
     def interrupt(self) -> None:
         with self._lock:
@@ -78,11 +95,34 @@ class HttpGet:
             with suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    def _arm(self, deadline: float | None) -> threading.Timer | None:
+        """A timer that cuts the GET off at its deadline, from another thread, since
+        only shutdown() wakes a thread blocked on the socket."""
+        with self._lock:
+            self._expired = False
+        if deadline is None:
+            return None
+        timer = threading.Timer(deadline, self._expire)
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired, sock = True, self._sock
+        if sock is not None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
     def _track(self, sock: socket.socket | None) -> None:
         with self._lock:
-            self._sock, closed = sock, self._closed
-        if closed and sock is not None:
+            self._sock, stop = sock, self._closed or self._expired
+        if stop and sock is not None:
             raise SourceError("closed")
+
+
+def _late(deadline: float | None) -> str:
+    return f"no whole response within {deadline:.1f} s (a stalled or dripping server)"
 
 
 def _read_body(response: http.client.HTTPResponse, limit: int, stats: SourceStats) -> bytes:
@@ -101,7 +141,9 @@ def _read_body(response: http.client.HTTPResponse, limit: int, stats: SourceStat
 
 class HttpSnapshotSource(LiveSource):
     """Polls a still-image URL (/snapshot.jpg, ESP32-CAM /capture): the least any IP
-    camera serves, and gentler on a weak camera than a stream it must keep up with."""
+    camera serves, and gentler on a weak camera than a stream it must keep up with.
+    `timeout` bounds each snapshot as a whole: one that takes longer is cut off,
+    logged and counted, and the next is tried after a backoff."""
 
     def __init__(
         self,
@@ -117,12 +159,13 @@ class HttpSnapshotSource(LiveSource):
         self._http = HttpGet(url, timeout=timeout, username=username, password=password)
         super().__init__(name, origin=self._http.origin, fps=fps)
         self._max_bytes = max_bytes
+        self._timeout = timeout  # for the whole snapshot, not only for each read
         self._thread.start()
 
     def _session(self) -> None:
         if self._stop.wait(self._gate.delay()):
             return
-        with self._http.get() as response:
+        with self._http.get(deadline=self._timeout) as response:
             data = _read_body(response, self._max_bytes, self.stats)
         try:
             check_image(data)

@@ -18,6 +18,7 @@ from edge_agent.errors import InputError
 from edge_agent.sources.sensor.parsing import parse_line
 from edge_agent.sources.sensor.window import Vector
 
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark
 LineError = tuple[int, str]  # (index of the line in its block, why it was rejected)
 
 
@@ -44,11 +45,13 @@ def parse_csv_block(
     The result is what `parse_line` makes of each line in turn: the samples of the
     good lines in order, and (line index, InputError message) per bad line. Blank
     lines are skipped, as a lines source skips them; a last line without a newline
-    counts. Plain CSV lines are parsed together; any line the bulk parse is not
-    sure of (JSON, other bytes, a wrong number of cells, a value `float` rejects or
-    float32 cannot hold) goes through `parse_line` on its own. With `fields` every
-    line does: JSON is expected.
+    counts; a UTF-8 byte order mark that starts the block is not part of any line.
+    Plain CSV lines are parsed together; any line the bulk parse is not sure of
+    (JSON, other bytes, a wrong number of cells, a value `float` rejects or float32
+    cannot hold) goes through `parse_line` on its own. With `fields` every line
+    does: JSON is expected.
     """
+    block = block.removeprefix(BOM)  # lines stay where they were: it is not a line
     if not block:
         return np.empty((0, channels), dtype=np.float32), []
     if not block.endswith(b"\n"):

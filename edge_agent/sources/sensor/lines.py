@@ -19,7 +19,7 @@ from edge_agent.errors import InputError
 from edge_agent.sources.base import Window
 from edge_agent.sources.pacing import Backoff, Pacer
 from edge_agent.sources.sensor.common import DEFAULT_QUEUE_SIZE, SensorSource, check_channels
-from edge_agent.sources.sensor.csvblock import parse_csv_block
+from edge_agent.sources.sensor.csvblock import BOM, parse_csv_block
 from edge_agent.sources.sensor.parsing import parse_line
 from edge_agent.sources.sensor.window import SlidingWindow
 
@@ -44,6 +44,7 @@ class _Input:
     fifo: bool
     ident: tuple[int, int]  # (st_dev, st_ino): a rotated path points at another inode
     pending: bytearray = field(default_factory=bytearray)  # a line not yet ended
+    at_start: bool = True  # nothing read yet since the start of the file
 
 
 class LinesSource(SensorSource):
@@ -226,6 +227,7 @@ class LinesSource(SensorSource):
             logger.info("%s: %s was truncated, reading it from the start", self.name, self._path)
             self._flush(source)
             os.lseek(source.fd, 0, os.SEEK_SET)
+            source.at_start = True
             return True
         self._stop.wait(_POLL_INTERVAL)
         return True
@@ -246,6 +248,9 @@ class LinesSource(SensorSource):
     def _bytes(self, source: _Input, chunk: bytes) -> None:
         self.stats.add(bytes_in=len(chunk))
         source.pending += chunk
+        if source.at_start and not _skip_bom(source.pending):
+            return  # a few bytes that may yet be a byte order mark
+        source.at_start = False
         if self._batched:
             self._block(source)
         else:
@@ -288,3 +293,13 @@ class LinesSource(SensorSource):
             self._reject("bad line", str(exc))
             return
         self._sample(sample, wait=self._replay)
+
+
+def _skip_bom(pending: bytearray) -> bool:
+    """Drop a UTF-8 byte order mark (Excel's and Notepad's CSV exports start with
+    one) from the start of an input; False while too few bytes came to tell."""
+    if len(pending) < len(BOM) and BOM.startswith(pending):
+        return False
+    if pending.startswith(BOM):
+        del pending[: len(BOM)]
+    return True

@@ -14,6 +14,7 @@ import numpy as np
 from edge_agent.errors import InputError
 from edge_agent.sources.sensor.window import Vector
 
+BOM = "\ufeff"  # the UTF-8 byte order mark, decoded
 _SHOWN = 40  # characters of a bad value or line quoted back in an error message
 
 
@@ -26,6 +27,8 @@ def parse_line(line: str, channels: int, fields: list[str] | None = None) -> Vec
     whose message says which.
     """
     text = line.strip()
+    if text.startswith(BOM):  # a file saved by Excel or Notepad: not part of the data
+        text = text[1:].strip()
     if not text:
         raise InputError("empty line")
     values = _json_values(text, fields) if text[0] in "{[" else _csv_values(text)
