@@ -4,6 +4,7 @@ the constructors; components never see a settings object."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,15 +25,14 @@ from edge_agent.pipeline.drift import DriftMonitor
 from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.pipeline.runner import DriftWatch, ImageOptions, Pipeline
 from edge_agent.sources.base import Source
+from edge_agent.sources.kinds import CAMERA_KINDS
 from edge_agent.update.store import ModelStore
 from edge_agent.util.tls import MqttTls, read_secret
 
 if TYPE_CHECKING:
-    from edge_agent.windowing import SlidingWindow
+    from edge_agent.sources.sensor.window import SlidingWindow
 
 log = logging.getLogger(__name__)
-
-CAMERA_KINDS = ("files", "dir", "http", "mjpeg", "command")
 
 
 def topics_for(settings: cfg.Settings) -> Topics:
@@ -160,6 +160,7 @@ def build_pipeline(
     """A ready pipeline; ModelError or ConfigError if its parts cannot be made.
     `on_progress` is called on every turn of its loop (the watchdog's heartbeat)."""
     model, info, labels = load_model(settings, p, store)
+    check_model_fits(p, model)
     decoders = thread_plan(settings, p, p.model).decoders
     image = (
         ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels, decoders)
@@ -196,6 +197,33 @@ def build_pipeline(
     except ModelError as exc:
         source.close()
         raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
+
+
+def check_model_fits(p: cfg.PipelineSettings, model: Model) -> None:
+    """ConfigError unless the model takes what the pipeline's source gives: an image
+    for a camera, a window of size x channels for a sensor. Otherwise the pipeline
+    would start, then fail (or worse, decide) on every input."""
+    spec = model.inputs[0]
+    where = f"pipelines.{p.name}: model {model.label} takes {spec.name!r} of shape"
+    if is_camera(p):
+        from edge_agent.model.preprocess import ImageLayout  # noqa: PLC0415 - cameras only
+
+        try:
+            ImageLayout.of(spec)
+        except ModelError:
+            raise ConfigError(
+                f"{where} {list(spec.shape)}, not an image ([1, height, width, 1 or 3]),"
+                f" but its source ({p.source.kind}) gives images"
+            ) from None
+        return
+    window = getattr(p.source, "window", None)  # every sensor source has one
+    if not isinstance(window, cfg.WindowSettings):
+        return
+    if math.prod(spec.shape) != window.size * window.channels:
+        raise ConfigError(
+            f"{where} {list(spec.shape)}, which a window of {window.size}x{window.channels}"
+            " (size x channels) does not fill; set source.window to the model's input"
+        )
 
 
 def output_classes(model: Model) -> int:
@@ -261,7 +289,7 @@ def build_drift(d: cfg.DriftSettings, model: Model) -> DriftWatch | None:
 
 
 def build_window(w: cfg.WindowSettings) -> SlidingWindow:
-    from edge_agent.windowing import SlidingWindow  # noqa: PLC0415 - see _files
+    from edge_agent.sources.sensor.window import SlidingWindow  # noqa: PLC0415 - see _files
 
     return SlidingWindow(w.size, w.hop, w.channels, w.mean, w.std)
 
@@ -280,13 +308,13 @@ def _secret(value: SecretStr | None) -> str | None:
 
 
 def _files(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import FilesSource  # noqa: PLC0415
+    from edge_agent.sources.camera.files import FilesSource  # noqa: PLC0415
 
     return FilesSource(name, pattern=s.pattern, loop=s.loop, fps=s.fps)
 
 
 def _dir(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import DirectorySource  # noqa: PLC0415
+    from edge_agent.sources.camera.directory import DirectorySource  # noqa: PLC0415
 
     return DirectorySource(
         name,
@@ -295,11 +323,13 @@ def _dir(name: str, s: Any, _: cfg.Settings) -> Source:
         delete_after=s.delete_after,
         fps=s.fps,
         poll_interval=s.poll_interval,
+        settle=s.settle,
+        incomplete_timeout=s.incomplete_timeout,
     )
 
 
 def _http(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import HttpSnapshotSource  # noqa: PLC0415
+    from edge_agent.sources.camera.http import HttpSnapshotSource  # noqa: PLC0415
 
     return HttpSnapshotSource(
         name,
@@ -312,19 +342,19 @@ def _http(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _mjpeg(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import MjpegSource  # noqa: PLC0415
+    from edge_agent.sources.camera.mjpeg import MjpegSource  # noqa: PLC0415
 
     return MjpegSource(name, url=s.url, timeout=s.timeout, fps=s.fps)
 
 
 def _command(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import CommandSource  # noqa: PLC0415
+    from edge_agent.sources.camera.command import CommandSource  # noqa: PLC0415
 
     return CommandSource(name, command=s.command, fps=s.fps)
 
 
 def _lines(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor import LinesSource  # noqa: PLC0415
+    from edge_agent.sources.sensor.lines import LinesSource  # noqa: PLC0415
 
     return LinesSource(
         name,
@@ -338,7 +368,7 @@ def _lines(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _iio(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor import IioSource  # noqa: PLC0415
+    from edge_agent.sources.sensor.iio import IioSource  # noqa: PLC0415
 
     return IioSource(
         name,
@@ -351,7 +381,7 @@ def _iio(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor import MqttSensorSource  # noqa: PLC0415
+    from edge_agent.sources.sensor.mqtt import MqttSensorSource  # noqa: PLC0415
 
     m = settings.mqtt
     return MqttSensorSource(

@@ -20,6 +20,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from edge_agent.config.sources import ENV_PREFIX, Origin, loading_sources, reading
 from edge_agent.errors import ConfigError
+from edge_agent.sources.kinds import SOURCE_KINDS
 
 # An int in 0..2 rather than Literal[0, 1, 2]: an EDGE_AGENT_* variable arrives as a
 # string, which pydantic converts to an int but never to a literal.
@@ -199,13 +200,19 @@ class DirSourceSettings(Strict):
     delete_after: bool = False
     fps: float = Field(0.0, ge=0, le=1000)
     poll_interval: float = Field(0.5, gt=0, le=3600)
+    settle: float = Field(
+        1.0, gt=0, le=3600, description="seconds a file's size and mtime must hold still"
+    )
+    incomplete_timeout: float = Field(
+        30.0, gt=0, le=86_400, description="seconds to wait for a cut-short image to be finished"
+    )
 
 
 class HttpSourceSettings(Strict):
     kind: Literal["http"]
     url: str = Field(pattern=r"^https?://")
     fps: float = Field(1.0, gt=0, le=1000)
-    timeout: float = Field(5.0, gt=0, le=3600)
+    timeout: float = Field(5.0, gt=0, le=3600, description="seconds for the whole snapshot")
     username: str | None = None
     password: SecretStr | None = None
 
@@ -270,8 +277,13 @@ class MqttSourceSettings(Strict):
     window: WindowSettings
 
 
-CameraSource = FilesSourceSettings | DirSourceSettings | HttpSourceSettings
-CameraSource |= MjpegSourceSettings | CommandSourceSettings
+CameraSource = (
+    FilesSourceSettings
+    | DirSourceSettings
+    | HttpSourceSettings
+    | MjpegSourceSettings
+    | CommandSourceSettings
+)
 SensorSource = LinesSourceSettings | IioSourceSettings | MqttSourceSettings
 SourceSettings = Annotated[CameraSource | SensorSource, Field(discriminator="kind")]
 
@@ -442,7 +454,7 @@ def _key_parts(loc: tuple[int | str, ...]) -> list[str]:
     return parts
 
 
-_UNION_TAGS = {"files", "dir", "http", "mjpeg", "command", "lines", "iio", "mqtt"}
+_UNION_TAGS = set(SOURCE_KINDS)
 _UNION_TAGS |= {"classification", "threshold"}
 
 
