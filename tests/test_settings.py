@@ -13,6 +13,7 @@ from typing import Any, get_args
 
 import pytest
 
+from edge_agent.config.kinds import CAMERA_KINDS, SENSOR_KINDS
 from edge_agent.config.settings import (
     CameraSource,
     SensorSource,
@@ -22,7 +23,6 @@ from edge_agent.config.settings import (
     redacted,
 )
 from edge_agent.errors import ConfigError
-from edge_agent.sources.kinds import CAMERA_KINDS, SENSOR_KINDS
 
 CONFIG = """
 device_id = "filedev"

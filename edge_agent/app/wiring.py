@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from edge_agent.config import settings as cfg
+from edge_agent.config.kinds import CAMERA_KINDS
 from edge_agent.errors import ConfigError, ModelError
 from edge_agent.model.labels import align_labels, read_labels
 from edge_agent.model.runtime import Model, default_threads
@@ -25,7 +26,6 @@ from edge_agent.pipeline.drift import DriftMonitor
 from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.pipeline.runner import DriftWatch, ImageOptions, Pipeline
 from edge_agent.sources.base import Source
-from edge_agent.sources.kinds import CAMERA_KINDS
 from edge_agent.update.store import ModelStore
 from edge_agent.util.tls import MqttTls, read_secret
 

@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from edge_agent.config.kinds import SOURCE_KINDS
 from edge_agent.config.sources import ENV_PREFIX, Origin, loading_sources, reading
 from edge_agent.errors import ConfigError
-from edge_agent.sources.kinds import SOURCE_KINDS
 
 # An int in 0..2 rather than Literal[0, 1, 2]: an EDGE_AGENT_* variable arrives as a
 # string, which pydantic converts to an int but never to a literal.

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from edge_agent.app import wiring
-from edge_agent.sources.kinds import CAMERA_KINDS, SENSOR_KINDS, SOURCE_KINDS
+from edge_agent.config.kinds import CAMERA_KINDS, SENSOR_KINDS, SOURCE_KINDS
 from edge_agent.sources.pacing import Backoff, Pacer
 
 
