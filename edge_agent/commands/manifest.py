@@ -15,7 +15,10 @@ import hashlib
 import json
 import re
 import sys
+import tempfile
+import threading
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -23,18 +26,26 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 from urllib.request import url2pathname
 
-from edge_agent.errors import ConfigError, EdgeAgentError, FetchError, InputError, UpdateError
+from edge_agent.errors import (
+    ConfigError,
+    EdgeAgentError,
+    FetchError,
+    InputError,
+    IntegrityError,
+    LengthError,
+    UpdateError,
+)
 from edge_agent.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from edge_agent.update.manifest import Manifest
+    from edge_agent.update.protocols import Fetch, Fetched, Validators
 
-Fetch = Callable[[str], bytes]  # a URL to its bytes; raises FetchError
 DEFAULT_PRIVATE = Path("update-key.pem")
 DEFAULT_PUBLIC = Path("update-key.pub")
-MAX_REMOTE_FILE = 2**31  # verify reads models whole; the manifest's lengths are checked after
+_CHUNK = 1 << 20
 _DURATION = re.compile(r"([1-9][0-9]*)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -232,31 +243,60 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _locate(args: argparse.Namespace) -> tuple[str, Fetch]:
-    """The manifest's URL and what reads it: a local file, or the device's own HTTP
-    client (same TLS rules, same size caps) for an http(s) URL."""
+    """The manifest's URL and what reads it: a local file, or the device's own
+    fetcher (same TLS rules, caps, deadline, streaming hashes) for an http(s) URL."""
     source: str = args.manifest
     if urlsplit(source).scheme not in ("http", "https"):
-        return Path(source).resolve().as_uri(), read_local
+        return Path(source).resolve().as_uri(), LocalFetch()
     from edge_agent.update.fetch import Fetcher, FetchOptions  # noqa: PLC0415 - lazy
 
-    fetcher = Fetcher(FetchOptions(allow_http=args.allow_http, ca_file=args.ca_file))
-
-    def fetch(url: str) -> bytes:
-        return fetcher.get_small(url, MAX_REMOTE_FILE)
-
-    return source, fetch
+    return source, Fetcher(FetchOptions(allow_http=args.allow_http, ca_file=args.ca_file))
 
 
-def read_local(url: str) -> bytes:
-    """A `file:` URL's bytes: the local counterpart of an HTTPS fetch."""
+class LocalFetch:
+    """The `Fetch` protocol over `file:` URLs, with the fetcher's bounds and the
+    device's streaming check: a release staged on disk is verified like one served."""
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        max_length: int,
+        sha256: str | None = None,
+        into: Path | None = None,
+        since: Validators | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Fetched:
+        from edge_agent.update.manifest import FileCheck, FileRef  # noqa: PLC0415 - lazy
+        from edge_agent.update.protocols import Fetched  # noqa: PLC0415 - lazy
+
+        path = _local_path(url)
+        check = FileCheck(FileRef(url, max_length, sha256)) if sha256 is not None else None
+        chunks: list[bytes] = []
+        try:
+            size = path.stat().st_size
+            if size > max_length:
+                raise LengthError(f"{url}: {size} bytes, more than {max_length}")
+            with path.open("rb") as source, into.open("wb") if into else nullcontext() as sink:
+                while chunk := source.read(_CHUNK):
+                    if check is not None:
+                        check.update(chunk)
+                    if sink is None:
+                        chunks.append(chunk)
+                    else:
+                        sink.write(chunk)
+        except OSError as exc:
+            raise FetchError(f"{path}: cannot read: {exc.strerror}") from None
+        if check is not None:
+            check.done()
+        return Fetched(b"".join(chunks), into)
+
+
+def _local_path(url: str) -> Path:
     parts = urlsplit(url)
     if parts.scheme != "file":
         raise FetchError(f"{url}: only local files can be read here")
-    path = Path(url2pathname(parts.path))
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise FetchError(f"{path}: cannot read: {exc.strerror}") from None
+    return Path(url2pathname(parts.path))
 
 
 @dataclass(frozen=True)
@@ -286,26 +326,27 @@ def verify_location(
     now: datetime,
     files: bool,
 ) -> Verdict:
-    """A device's checks in a device's order, from a manifest URL and a fetcher."""
-    from edge_agent.update import manifest as spec  # noqa: PLC0415 - lazy, see above
+    """A device's checks through the device's code path (`update.release`): the
+    manifest within the device's size cap, its signature, freshness, and with
+    `files` every file it lists, streamed through a hash into a temporary folder."""
+    from edge_agent.update import release  # noqa: PLC0415 - lazy, see above
 
-    data = fetch(url)
-    spec.verify_signature(data, fetch(url + ".sig"), keys)
-    manifest = spec.parse_manifest(data)
-    newer = spec.check_freshness(manifest, trusted_version=trusted_version, now=now)
+    got = release.read_release(fetch, url, keys, trusted_version=trusted_version, now=now)
+    assert got is not None  # unconditional: never "unchanged"
     checked, unchecked = 0, []
-    for index, entry in enumerate(manifest.models if files else ()):
-        for field, ref in entry.refs():
-            target = urljoin(url, ref.url)
-            if urlsplit(url).scheme == "file" and urlsplit(ref.url).scheme:
-                unchecked.append(target)
-                continue
-            try:
-                spec.check_file(fetch(target), ref)
-            except UpdateError as exc:  # name the field, as the parser's errors do
-                raise type(exc)(f"models[{index}].{field}: {exc}") from None
-            checked += 1
-    return Verdict(manifest, newer, checked, tuple(unchecked))
+    with tempfile.TemporaryDirectory(prefix="edge-agent-verify-") as scratch:
+        for index, entry in enumerate(got.manifest.models if files else ()):
+            for field, ref in entry.refs():
+                target = urljoin(url, ref.url)
+                if urlsplit(url).scheme == "file" and urlsplit(ref.url).scheme:
+                    unchecked.append(target)
+                    continue
+                try:
+                    release.download(fetch, target, ref, Path(scratch) / f"{index}-{field}")
+                except IntegrityError as exc:  # name the field, as the parser's errors do
+                    raise type(exc)(f"models[{index}].{field}: {exc}") from None
+                checked += 1
+    return Verdict(got.manifest, got.newer, checked, tuple(unchecked))
 
 
 def _summary(manifest: Manifest) -> str:

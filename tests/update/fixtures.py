@@ -45,6 +45,8 @@ SHAPES = DEMO_MODELS / "shapes_int8.tflite"
 LABELS = DEMO_MODELS / "shapes_labels.txt"
 MANIFEST = "/manifest.json"
 _SERIAL = itertools.count()
+# Device(..., **options): these go to UpdateOptions, the others to FetchOptions.
+_MANAGER_OPTIONS = ("max_manifest_bytes", "interval", "mismatch_retry", "mismatch_retries")
 
 
 def sha256(data: bytes) -> str:
@@ -198,11 +200,13 @@ class Device:
         """A new manager (other URL, keys or fetch options) over the same store and pipeline."""
         self.url = url or self.url
         self.trusted_keys = tuple(trusted or self.trusted_keys)
+        managing = {k: fetch.pop(k) for k in _MANAGER_OPTIONS if k in fetch}
         options = UpdateOptions(
             manifest_url=self.url,
             keys=tuple(keys.load_public_key(path) for path in self.trusted_keys),
             device_id="dev1",
             probation_inferences=0,  # watch_probation() commits unless errors were counted
+            **managing,
         )
         fetch = {"read_timeout": 1.0, "connect_timeout": 1.0, **fetch}
         fetcher = Fetcher(FetchOptions(ca_file=str(self.ca_file), **fetch))

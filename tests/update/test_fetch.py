@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.errors import ConfigError, FetchError, LengthError
-from edge_agent.update.fetch import Fetched, Fetcher, FetchOptions
+from edge_agent.errors import ConfigError, FetchError, HashError, LengthError
+from edge_agent.update.fetch import Fetcher, FetchOptions
+from edge_agent.update.protocols import Fetched, Validators
 
 from .servers import CA, StaticServer, closed_port, make_ca, unresponsive_port
 
@@ -51,6 +53,25 @@ def part(tmp_path: Path) -> Path:
     return tmp_path / "state" / "model.part"
 
 
+def get_manifest(
+    fetcher: Fetcher, url: str, *, cap: int = 1_000_000, **since: str | None
+) -> Fetched | None:
+    """As the update manager asks for a manifest: capped, conditional when `since`."""
+    return fetcher.fetch(url, max_length=cap, since=Validators(**since) if since else None)
+
+
+def get_small(fetcher: Fetcher, url: str, cap: int) -> bytes:
+    fetched = fetcher.fetch(url, max_length=cap)
+    assert fetched is not None
+    return fetched.body
+
+
+def download(fetcher: Fetcher, url: str, part: Path, length: int, data: bytes = MODEL) -> None:
+    """As the manager downloads a model: exactly `length` bytes hashing to `data`'s digest."""
+    digest = hashlib.sha256(data).hexdigest()
+    assert fetcher.fetch(url, max_length=length, sha256=digest, into=part) == Fetched(b"", part)
+
+
 def meta_of(part: Path) -> Path:
     return part.with_suffix(".part.meta")
 
@@ -69,7 +90,7 @@ def raises_within(seconds: float, kind: type[Exception], call: Callable[[], obje
 
 def test_manifest_conditional_get_with_etag(server: StaticServer, fetcher: Fetcher) -> None:
     url = server.url("/manifest.json")
-    first = fetcher.get_manifest(url)
+    first = get_manifest(fetcher, url)
     assert isinstance(first, Fetched)
     assert first.body == MANIFEST
     assert first.etag
@@ -77,7 +98,7 @@ def test_manifest_conditional_get_with_etag(server: StaticServer, fetcher: Fetch
     assert "if-none-match" not in server.last_headers("/manifest.json")
     assert server.last_headers("/manifest.json")["user-agent"].startswith("edge-agent/")
 
-    assert fetcher.get_manifest(url, etag=first.etag) is None
+    assert get_manifest(fetcher, url, etag=first.etag) is None
     assert server.last_headers("/manifest.json")["if-none-match"] == first.etag
     assert server.last_status("/manifest.json") == 304
 
@@ -86,14 +107,14 @@ def test_manifest_conditional_get_with_last_modified(
     server: StaticServer, fetcher: Fetcher, root: Path
 ) -> None:
     url = server.url("/manifest.json")
-    first = fetcher.get_manifest(url)
+    first = get_manifest(fetcher, url)
     assert first is not None
-    assert fetcher.get_manifest(url, last_modified=first.last_modified) is None
+    assert get_manifest(fetcher, url, last_modified=first.last_modified) is None
     assert server.last_headers("/manifest.json")["if-modified-since"] == first.last_modified
 
     (root / "manifest.json").write_bytes(b'{"version": 8}')
     os.utime(root / "manifest.json", (time.time() + 10, time.time() + 10))
-    changed = fetcher.get_manifest(url, etag=first.etag, last_modified=first.last_modified)
+    changed = get_manifest(fetcher, url, etag=first.etag, last_modified=first.last_modified)
     assert changed is not None
     assert changed.body == b'{"version": 8}'
     assert changed.etag != first.etag
@@ -101,21 +122,20 @@ def test_manifest_conditional_get_with_last_modified(
 
 @pytest.mark.parametrize("behaviour", [None, "forever"])  # Content-Length known / unknown
 def test_manifest_over_the_cap_is_a_length_error(
-    server: StaticServer, ca: CA, behaviour: str | None
+    server: StaticServer, fetcher: Fetcher, behaviour: str | None
 ) -> None:
     server.behave("/manifest.json", behaviour)
-    small = Fetcher(FetchOptions(ca_file=str(ca.cert_file), max_manifest_bytes=10))
     url = server.url("/manifest.json")
-    assert url in raises_within(5, LengthError, lambda: small.get_manifest(url))
+    assert url in raises_within(5, LengthError, lambda: get_manifest(fetcher, url, cap=10))
 
 
 def test_get_small_caps_and_detects_short_reads(server: StaticServer, fetcher: Fetcher) -> None:
     url = server.url("/manifest.json")
-    assert fetcher.get_small(url, len(MANIFEST)) == MANIFEST
+    assert get_small(fetcher, url, len(MANIFEST)) == MANIFEST
     with pytest.raises(LengthError):
-        fetcher.get_small(url, len(MANIFEST) - 1)
+        get_small(fetcher, url, len(MANIFEST) - 1)
     server.behave("/manifest.json", "close-early")
-    assert "short read" in raises_within(5, FetchError, lambda: fetcher.get_small(url, 1000))
+    assert "short read" in raises_within(5, FetchError, lambda: get_small(fetcher, url, 1000))
 
 
 @pytest.mark.parametrize(
@@ -131,7 +151,7 @@ def test_http_error_status_is_a_fetch_error(
 ) -> None:
     server.behave(path, behaviour)
     with pytest.raises(FetchError, match=status):
-        fetcher.get_manifest(server.url(path))
+        get_manifest(fetcher, server.url(path))
 
 
 # --- the network failing underneath -----------------------------------------------
@@ -139,7 +159,7 @@ def test_http_error_status_is_a_fetch_error(
 
 def test_connection_refused(fetcher: Fetcher) -> None:
     url = f"https://127.0.0.1:{closed_port()}/manifest.json"
-    message = raises_within(5, FetchError, lambda: fetcher.get_manifest(url))
+    message = raises_within(5, FetchError, lambda: get_manifest(fetcher, url))
     assert url in message
     assert "connection refused" in message
 
@@ -151,13 +171,13 @@ def test_connect_timeout_covers_the_tls_handshake(ca: CA) -> None:
         FetchOptions(ca_file=str(ca.cert_file), connect_timeout=0.5, read_timeout=60)
     )
     with unresponsive_port() as port:
-        call = lambda: slow_reads.get_manifest(f"https://127.0.0.1:{port}/m")  # noqa: E731
+        call = lambda: get_manifest(slow_reads, f"https://127.0.0.1:{port}/m")  # noqa: E731
         assert "connecting: timed out after 0.5 s" in raises_within(3, FetchError, call)
 
 
 def test_read_timeout_when_the_server_never_answers(server: StaticServer, fetcher: Fetcher) -> None:
     server.behave("/manifest.json", "silent")
-    call = lambda: fetcher.get_manifest(server.url("/manifest.json"))  # noqa: E731
+    call = lambda: get_manifest(fetcher, server.url("/manifest.json"))  # noqa: E731
     assert "timed out after 0.5 s" in raises_within(3, FetchError, call)
 
 
@@ -176,7 +196,7 @@ def test_download_exact_length_is_fsynced(
 
     monkeypatch.setattr(os, "fsync", spy)
     part.parent.mkdir()
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     assert part.read_bytes() == MODEL
     assert part.stat().st_ino in synced
     assert not meta_of(part).exists()  # the sidecar only lives as long as the partial
@@ -187,7 +207,7 @@ def test_stall_mid_body_fails_after_read_timeout_and_keeps_the_partial(
 ) -> None:
     part.parent.mkdir()
     server.behave("/model.tflite", "stall")
-    call = lambda: fetcher.download(server.url("/model.tflite"), part, len(MODEL))  # noqa: E731
+    call = lambda: download(fetcher, server.url("/model.tflite"), part, len(MODEL))  # noqa: E731
     assert "timed out after 0.5 s" in raises_within(3, FetchError, call)
     assert 0 < part.stat().st_size < len(MODEL)
 
@@ -197,7 +217,7 @@ def test_endless_body_stops_at_length_plus_one(
 ) -> None:
     part.parent.mkdir()
     server.behave("/model.tflite", "forever")
-    call = lambda: fetcher.download(server.url("/model.tflite"), part, 1000)  # noqa: E731
+    call = lambda: download(fetcher, server.url("/model.tflite"), part, 1000)  # noqa: E731
     assert server.url("/model.tflite") in raises_within(5, LengthError, call)
     assert part.stat().st_size <= 1001
 
@@ -208,7 +228,7 @@ def test_announced_wrong_length_is_refused_before_writing(
     part.parent.mkdir()
     for length in (len(MODEL) - 1, len(MODEL) + 1):
         with pytest.raises(LengthError, match="announces"):
-            fetcher.download(server.url("/model.tflite"), part, length)
+            download(fetcher, server.url("/model.tflite"), part, length)
     assert not part.exists()
 
 
@@ -217,7 +237,7 @@ def interrupted(server: StaticServer, fetcher: Fetcher, part: Path) -> int:
     part.parent.mkdir(exist_ok=True)
     server.behave("/model.tflite", "close-early", times=1)
     with pytest.raises(FetchError, match="short read"):
-        fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+        download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     size = part.stat().st_size
     assert 0 < size < len(MODEL)
     assert meta_of(part).exists()
@@ -229,7 +249,7 @@ def test_resume_after_the_server_closed_early(
 ) -> None:
     size = interrupted(server, fetcher, part)
     etag = json.loads(meta_of(part).read_text())["etag"]
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     headers = server.last_headers("/model.tflite")
     assert headers["range"] == f"bytes={size}-"
     assert headers["if-range"] == etag
@@ -242,7 +262,7 @@ def test_partial_of_another_url_is_not_resumed(
     server: StaticServer, fetcher: Fetcher, part: Path
 ) -> None:
     interrupted(server, fetcher, part)
-    fetcher.download(server.url("/model.tflite?mirror=2"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite?mirror=2"), part, len(MODEL))
     assert "range" not in server.last_headers("/model.tflite")
     assert part.read_bytes() == MODEL
 
@@ -252,7 +272,7 @@ def test_server_ignoring_range_restarts_from_zero(
 ) -> None:
     interrupted(server, fetcher, part)
     server.behave("/model.tflite", "ignore-range")
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     assert "range" in server.last_headers("/model.tflite")
     assert server.last_status("/model.tflite") == 200
     assert part.read_bytes() == MODEL
@@ -264,7 +284,7 @@ def test_file_changed_since_the_partial_restarts_from_zero(
     interrupted(server, fetcher, part)
     new_model = os.urandom(len(MODEL))
     (root / "model.tflite").write_bytes(new_model)  # same length, new ETag
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL), new_model)
     assert server.last_status("/model.tflite") == 200  # If-Range did not match
     assert part.read_bytes() == new_model
 
@@ -274,7 +294,7 @@ def test_partial_longer_than_length_is_discarded(
 ) -> None:
     part.parent.mkdir()
     part.write_bytes(b"x" * (len(MODEL) + 10))
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     assert "range" not in server.last_headers("/model.tflite")
     assert part.read_bytes() == MODEL
 
@@ -284,7 +304,7 @@ def test_complete_partial_needs_no_request(
 ) -> None:
     part.parent.mkdir()
     part.write_bytes(MODEL)
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     assert server.count("/model.tflite") == 0
 
 
@@ -295,21 +315,21 @@ def test_plain_http_refused_unless_allowed(root: Path, part: Path) -> None:
     with StaticServer(root) as plain:
         url = plain.url("/manifest.json")
         with pytest.raises(FetchError, match="allow_http"):
-            Fetcher(FetchOptions()).get_manifest(url)
+            get_manifest(Fetcher(FetchOptions()), url)
         assert plain.count("/manifest.json") == 0
-        fetched = Fetcher(FetchOptions(allow_http=True)).get_manifest(url)
+        fetched = get_manifest(Fetcher(FetchOptions(allow_http=True)), url)
         assert fetched is not None
         assert fetched.body == MANIFEST
 
 
 def test_https_with_the_throwaway_ca(server: StaticServer, fetcher: Fetcher) -> None:
     for host in ("127.0.0.1", "localhost"):
-        assert fetcher.get_small(server.url("/manifest.json", host=host), 1000) == MANIFEST
+        assert get_small(fetcher, server.url("/manifest.json", host=host), 1000) == MANIFEST
 
 
 def test_https_with_system_cas_rejects_the_throwaway_ca(server: StaticServer) -> None:
     with pytest.raises(FetchError, match="certificate verify failed"):
-        Fetcher(FetchOptions()).get_manifest(server.url("/manifest.json"))
+        get_manifest(Fetcher(FetchOptions()), server.url("/manifest.json"))
 
 
 @pytest.mark.parametrize(
@@ -324,7 +344,7 @@ def test_bad_server_certificates(
 ) -> None:
     with StaticServer(root, https=ca.server_cert(hosts, expired=expired)) as bad:
         with pytest.raises(FetchError, match=f"certificate verify failed: .*{reason}"):
-            fetcher.get_manifest(bad.url("/manifest.json"))
+            get_manifest(fetcher, bad.url("/manifest.json"))
         assert bad.count("/manifest.json") == 0
 
 
@@ -337,25 +357,25 @@ def test_mutual_tls(root: Path, ca: CA, fetcher: Fetcher) -> None:
     )
     with StaticServer(root, https=ca.server_cert(), client_ca=ca) as strict:
         url = strict.url("/manifest.json")
-        assert with_cert.get_small(url, 1000) == MANIFEST
+        assert get_small(with_cert, url, 1000) == MANIFEST
         with pytest.raises(FetchError, match="TLS error"):
-            fetcher.get_small(url, 1000)
+            get_small(fetcher, url, 1000)
 
 
 def test_redirects(root: Path, ca: CA, server: StaticServer, fetcher: Fetcher) -> None:
     server.behave("/moved.json", "redirect:/manifest.json")
-    assert fetcher.get_small(server.url("/moved.json"), 1000) == MANIFEST
+    assert get_small(fetcher, server.url("/moved.json"), 1000) == MANIFEST
 
     server.behave("/loop.json", "redirect:/loop.json")
     with pytest.raises(FetchError, match="more than 5 redirects"):
-        fetcher.get_small(server.url("/loop.json"), 1000)
+        get_small(fetcher, server.url("/loop.json"), 1000)
     assert server.count("/loop.json") == 6
 
     with StaticServer(root) as plain:
         server.behave("/down.json", f"redirect:{plain.url('/manifest.json')}")
         lenient = Fetcher(FetchOptions(allow_http=True, ca_file=str(ca.cert_file)))
         with pytest.raises(FetchError, match="refusing a redirect from https to http"):
-            lenient.get_small(server.url("/down.json"), 1000)
+            get_small(lenient, server.url("/down.json"), 1000)
         assert plain.count("/manifest.json") == 0
 
 
