@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -398,3 +400,135 @@ def test_bad_tls_files_are_config_errors_naming_the_file(ca: CA, tmp_path: Path)
         with pytest.raises(ConfigError) as caught:
             Fetcher(options)
         assert named in str(caught.value)
+
+
+# --- time bounds: deadline, minimum rate, cancel ------------------------------------
+
+
+def bounded(ca: CA, **limits: float) -> Fetcher:
+    """A fetcher with a generous read timeout: only `limits` may end a drip."""
+    options = {"connect_timeout": 2.0, "read_timeout": 20.0, **limits}
+    return Fetcher(FetchOptions(ca_file=str(ca.cert_file), **options))
+
+
+def test_a_dripping_body_ends_at_the_deadline_and_keeps_the_partial(
+    server: StaticServer, ca: CA, part: Path
+) -> None:
+    """Each byte comes well within read_timeout: only the deadline can end this."""
+    part.parent.mkdir()
+    server.behave("/model.tflite", "drip")
+    fetcher = bounded(ca, deadline=2.5, min_rate=0)
+    call = lambda: download(fetcher, server.url("/model.tflite"), part, len(MODEL))  # noqa: E731
+    message = raises_within(10, FetchError, call)
+    assert "gave up after the 2.5 s deadline" in message
+    assert server.url("/model.tflite") in message
+    assert 0 < part.stat().st_size < len(MODEL)  # resumed at the next check
+    assert meta_of(part).exists()
+
+
+def test_a_body_under_the_minimum_rate_ends_after_one_window(
+    server: StaticServer, ca: CA, part: Path
+) -> None:
+    part.parent.mkdir()
+    server.behave("/model.tflite", "drip")
+    fetcher = bounded(ca, min_rate=100, rate_window=2)
+    call = lambda: download(fetcher, server.url("/model.tflite"), part, len(MODEL))  # noqa: E731
+    assert "too slow" in raises_within(10, FetchError, call)
+
+
+def test_headers_that_drip_end_at_the_deadline(server: StaticServer, ca: CA) -> None:
+    """Not a body byte ever arrives: http.client waits in its header parser."""
+    server.behave("/manifest.json", "drip-headers")
+    fetcher = bounded(ca, deadline=2, min_rate=0)
+    call = lambda: get_manifest(fetcher, server.url("/manifest.json"))  # noqa: E731
+    assert "gave up after the 2 s deadline" in raises_within(10, FetchError, call)
+
+
+def test_a_small_file_that_drips_is_bounded_too(server: StaticServer, ca: CA) -> None:
+    server.behave("/manifest.json", "drip")
+    fetcher = bounded(ca, min_rate=100, rate_window=2)
+    call = lambda: get_small(fetcher, server.url("/manifest.json"), 1000)  # noqa: E731
+    assert "too slow" in raises_within(10, FetchError, call)
+
+
+def test_cancel_ends_a_download_in_flight(server: StaticServer, ca: CA, part: Path) -> None:
+    part.parent.mkdir()
+    server.behave("/model.tflite", "drip")
+    cancel = threading.Event()
+    fetcher = bounded(ca)  # the defaults: an hour's deadline, a minute's rate window
+
+    def cancel_once_bytes_flow() -> None:
+        deadline = time.monotonic() + 15
+        while server.dripped("/model.tflite") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancel.set()
+
+    helper = threading.Thread(target=cancel_once_bytes_flow, daemon=True)
+    helper.start()
+    digest = hashlib.sha256(MODEL).hexdigest()
+    url = server.url("/model.tflite")
+    with pytest.raises(FetchError, match="cancelled"):
+        fetcher.fetch(url, max_length=len(MODEL), sha256=digest, into=part, cancel=cancel)
+    assert server.dripped("/model.tflite") >= 2
+    assert 0 < part.stat().st_size < len(MODEL)
+    helper.join()
+    with pytest.raises(FetchError, match="cancelled"):  # and no new request while it is set
+        fetcher.fetch(url, max_length=len(MODEL), sha256=digest, into=part, cancel=cancel)
+    assert server.count("/model.tflite") == 1
+
+
+# --- hashes while streaming --------------------------------------------------------
+
+
+def test_a_download_with_another_digest_is_deleted(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    part.parent.mkdir()
+    with pytest.raises(HashError, match="sha256"):
+        download(fetcher, server.url("/model.tflite"), part, len(MODEL), data=b"other")
+    assert not part.exists()
+    assert not meta_of(part).exists()
+
+
+def test_a_resumed_download_hashes_the_partial_too(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    """A partial whose bytes went bad on disk is caught when the resumed file is hashed."""
+    size = interrupted(server, fetcher, part)
+    with part.open("r+b") as handle:
+        handle.write(b"\xff" * min(size, 16))
+    with pytest.raises(HashError):
+        download(fetcher, server.url("/model.tflite"), part, len(MODEL))
+    assert server.last_status("/model.tflite") == 206
+    assert not part.exists()
+
+
+def test_a_complete_partial_of_another_digest_is_fetched_again(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    part.parent.mkdir()
+    part.write_bytes(os.urandom(len(MODEL)))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
+    assert server.count("/model.tflite") == 1
+    assert part.read_bytes() == MODEL
+
+
+def test_a_model_is_never_read_whole_into_memory(
+    server: StaticServer, fetcher: Fetcher, part: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every read of the socket and of the partial file asks for a bounded chunk."""
+    asked: list[int] = []
+    real_read1 = http.client.HTTPResponse.read1
+
+    def spy(self: http.client.HTTPResponse, amount: int = -1) -> bytes:
+        asked.append(amount)
+        return real_read1(self, amount)
+
+    monkeypatch.setattr(http.client.HTTPResponse, "read1", spy)
+    monkeypatch.setattr(http.client.HTTPResponse, "read", None)  # any whole-body read fails
+    size = interrupted(server, fetcher, part)
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
+    assert part.read_bytes() == MODEL
+    assert asked
+    assert 0 < max(asked) <= 64 * 1024
+    assert size > 0
