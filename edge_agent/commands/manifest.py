@@ -16,23 +16,18 @@ import json
 import re
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
-from urllib.request import url2pathname
 
 from edge_agent.errors import (
     ConfigError,
     EdgeAgentError,
-    FetchError,
     InputError,
     IntegrityError,
-    LengthError,
     UpdateError,
 )
 from edge_agent.fsutil import atomic_write
@@ -41,7 +36,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from edge_agent.update.manifest import Manifest
-    from edge_agent.update.protocols import Fetch, Fetched, Validators
+    from edge_agent.update.protocols import Fetch
 
 DEFAULT_PRIVATE = Path("update-key.pem")
 DEFAULT_PUBLIC = Path("update-key.pub")
@@ -247,56 +242,12 @@ def _locate(args: argparse.Namespace) -> tuple[str, Fetch]:
     fetcher (same TLS rules, caps, deadline, streaming hashes) for an http(s) URL."""
     source: str = args.manifest
     if urlsplit(source).scheme not in ("http", "https"):
+        from edge_agent.update.local import LocalFetch  # noqa: PLC0415 - lazy
+
         return Path(source).resolve().as_uri(), LocalFetch()
     from edge_agent.update.fetch import Fetcher, FetchOptions  # noqa: PLC0415 - lazy
 
     return source, Fetcher(FetchOptions(allow_http=args.allow_http, ca_file=args.ca_file))
-
-
-class LocalFetch:
-    """The `Fetch` protocol over `file:` URLs, with the fetcher's bounds and the
-    device's streaming check: a release staged on disk is verified like one served."""
-
-    def fetch(
-        self,
-        url: str,
-        *,
-        max_length: int,
-        sha256: str | None = None,
-        into: Path | None = None,
-        since: Validators | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Fetched:
-        from edge_agent.update.manifest import FileCheck, FileRef  # noqa: PLC0415 - lazy
-        from edge_agent.update.protocols import Fetched  # noqa: PLC0415 - lazy
-
-        path = _local_path(url)
-        check = FileCheck(FileRef(url, max_length, sha256)) if sha256 is not None else None
-        chunks: list[bytes] = []
-        try:
-            size = path.stat().st_size
-            if size > max_length:
-                raise LengthError(f"{url}: {size} bytes, more than {max_length}")
-            with path.open("rb") as source, into.open("wb") if into else nullcontext() as sink:
-                while chunk := source.read(_CHUNK):
-                    if check is not None:
-                        check.update(chunk)
-                    if sink is None:
-                        chunks.append(chunk)
-                    else:
-                        sink.write(chunk)
-        except OSError as exc:
-            raise FetchError(f"{path}: cannot read: {exc.strerror}") from None
-        if check is not None:
-            check.done()
-        return Fetched(b"".join(chunks), into)
-
-
-def _local_path(url: str) -> Path:
-    parts = urlsplit(url)
-    if parts.scheme != "file":
-        raise FetchError(f"{url}: only local files can be read here")
-    return Path(url2pathname(parts.path))
 
 
 @dataclass(frozen=True)

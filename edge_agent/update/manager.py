@@ -24,7 +24,6 @@ from edge_agent.errors import (
     ConfigError,
     EdgeAgentError,
     FetchError,
-    ModelError,
     SelfTestError,
     SignatureError,
     UpdateError,
@@ -34,8 +33,9 @@ from edge_agent.policy import Policy
 from edge_agent.runtime import Model
 from edge_agent.update import release
 from edge_agent.update.manifest import Manifest, ModelEntry, in_rollout, resolve_url
-from edge_agent.update.protocols import Fetch, SwapTarget, Validators
-from edge_agent.update.selftest import ModelLoader, self_test
+from edge_agent.update.probation import Probation
+from edge_agent.update.protocols import Fetch, Target, Validators
+from edge_agent.update.selftest import self_test
 from edge_agent.update.store import InstalledModel, ModelStore
 
 log = logging.getLogger(__name__)
@@ -60,29 +60,6 @@ class UpdateOptions:
     mismatch_retries: int = 3
 
 
-@dataclass(frozen=True)
-class Target:
-    """A running pipeline whose model is the manifest's model `name`."""
-
-    name: str
-    pipeline: SwapTarget
-    load: ModelLoader
-    configured: tuple[Path, ModelInfo]  # what to fall back to when nothing installed is left
-    # The pipeline's policy for a labels file; None: the policy does not use labels.
-    make_policy: Callable[[Path | None], Policy] | None = None
-    # An encoded image to the model's input tensor, for golden inputs that are images.
-    prepare: Callable[[bytes], np.ndarray] | None = None
-
-
-@dataclass
-class Probation:
-    target: Target
-    model: InstalledModel
-    started: float
-    inferences: int
-    errors: int
-
-
 Reporter = Callable[[dict[str, Any]], None]
 
 
@@ -104,7 +81,12 @@ class UpdateManager:
         self._report_to = report
         self._wake = threading.Event()
         self._stop = threading.Event()  # run's: ends a transfer in flight
-        self._probation: dict[str, Probation] = {}
+        self._probation = Probation(
+            store,
+            lambda state, reason, model: self._report(state, reason, model=model),
+            inferences=options.probation_inferences,
+            seconds=options.probation_seconds,
+        )
         self._mismatches = 0
         self.retry_in: float | None = None  # set by a check that wants the next one soon
 
@@ -229,10 +211,7 @@ class UpdateManager:
         self._store.activate(entry.name, installed)  # on disk before it serves: a crash rolls back
         info = ModelInfo(entry.name, entry.version, entry.file.sha256)
         target.pipeline.swap_model(model, info, policy)
-        stats = target.pipeline.stats
-        self._probation[entry.name] = Probation(
-            target, installed, time.monotonic(), stats.inferences, stats.model_errors
-        )
+        self._probation.start(target, installed)
         log.info("update: %s %s serving, on probation", entry.name, entry.version)
         return True
 
@@ -279,35 +258,7 @@ class UpdateManager:
         return resolve_url(self.options.manifest_url, relative)
 
     def watch_probation(self) -> None:
-        """Commit a model after enough healthy inferences; roll back on errors."""
-        for name, trial in list(self._probation.items()):
-            stats = trial.target.pipeline.stats
-            if stats.model_errors > trial.errors:
-                self._rollback(trial, f"{stats.model_errors - trial.errors} inference error(s)")
-            elif (
-                stats.inferences - trial.inferences >= self.options.probation_inferences
-                or time.monotonic() - trial.started >= self.options.probation_seconds
-            ):
-                self._store.commit(name)
-                del self._probation[name]
-                self._report("committed", model=trial.model)
-
-    def _rollback(self, trial: Probation, reason: str) -> None:
-        name = trial.target.name
-        del self._probation[name]
-        restored = self._store.rollback(name)
-        path, info = trial.target.configured
-        labels = None
-        if restored is not None:
-            path, info = restored.path, ModelInfo(name, restored.version, restored.sha256)
-            labels = restored.labels
-        try:
-            make = trial.target.make_policy
-            policy = make(labels) if make is not None else None
-            trial.target.pipeline.swap_model(trial.target.load(path), info, policy)
-        except (ModelError, ConfigError) as exc:
-            log.error("update: cannot restore %s from %s: %s", name, path, exc)
-        self._report("rolled_back", reason, model=trial.model)
+        self._probation.watch()
 
     def _report(
         self,

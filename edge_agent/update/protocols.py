@@ -5,11 +5,14 @@ the manager's unit tests use fakes that do too."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:  # kept light: the manifest CLI imports this module
+    import numpy as np
+
     from edge_agent.events import ModelInfo
     from edge_agent.policy import Policy
     from edge_agent.runtime import Model
@@ -75,3 +78,17 @@ class SwapTarget(Protocol):
     def stats(self) -> Health: ...
 
     def swap_model(self, model: Model, info: ModelInfo, policy: Policy | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running pipeline whose model is the manifest's model `name`."""
+
+    name: str
+    pipeline: SwapTarget
+    load: Callable[[Path], Model]  # a model file to a loaded model (ModelError)
+    configured: tuple[Path, ModelInfo]  # what to fall back to when nothing installed is left
+    # The pipeline's policy for a labels file; None: the policy does not use labels.
+    make_policy: Callable[[Path | None], Policy] | None = None
+    # An encoded image to the model's input tensor, for golden inputs that are images.
+    prepare: Callable[[bytes], np.ndarray] | None = None

@@ -18,7 +18,8 @@ from edge_agent.policy import Policy
 from edge_agent.preprocess import ImagePreprocessor
 from edge_agent.update.fetch import Fetcher, FetchOptions
 from edge_agent.update.keys import load_public_key
-from edge_agent.update.manager import Reporter, Target, UpdateManager, UpdateOptions
+from edge_agent.update.manager import Reporter, UpdateManager, UpdateOptions
+from edge_agent.update.protocols import Target
 from edge_agent.update.store import ModelStore
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,8 @@ from edge_agent.settings import Settings, load_settings
 from edge_agent.update import keys
 from edge_agent.update import store as store_module
 from edge_agent.update.fetch import Fetcher, FetchOptions
-from edge_agent.update.manager import Target, UpdateManager, UpdateOptions
+from edge_agent.update.manager import UpdateManager, UpdateOptions
+from edge_agent.update.protocols import Target
 from edge_agent.update.store import InstalledModel, ModelStore
 from tests.conftest import DEMO_MODELS
 

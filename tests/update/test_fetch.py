@@ -405,10 +405,19 @@ def test_bad_tls_files_are_config_errors_naming_the_file(ca: CA, tmp_path: Path)
 # --- time bounds: deadline, minimum rate, cancel ------------------------------------
 
 
-def bounded(ca: CA, **limits: float) -> Fetcher:
-    """A fetcher with a generous read timeout: only `limits` may end a drip."""
-    options = {"connect_timeout": 2.0, "read_timeout": 20.0, **limits}
-    return Fetcher(FetchOptions(ca_file=str(ca.cert_file), **options))
+def bounded(
+    ca: CA, *, deadline: float = 3600.0, min_rate: float = 1024.0, rate_window: float = 60.0
+) -> Fetcher:
+    """A fetcher with a generous read timeout: only these limits may end a drip."""
+    options = FetchOptions(
+        ca_file=str(ca.cert_file),
+        connect_timeout=2.0,
+        read_timeout=20.0,
+        deadline=deadline,
+        min_rate=min_rate,
+        rate_window=rate_window,
+    )
+    return Fetcher(options)
 
 
 def test_a_dripping_body_ends_at_the_deadline_and_keeps_the_partial(

@@ -16,9 +16,9 @@ from edge_agent.events import ModelInfo
 from edge_agent.policy import Policy
 from edge_agent.runtime import Model
 from edge_agent.update import keys
-from edge_agent.update.manager import RECOVERED, Target, UpdateManager, UpdateOptions
+from edge_agent.update.manager import RECOVERED, UpdateManager, UpdateOptions
 from edge_agent.update.manifest import FileRef, check_file
-from edge_agent.update.protocols import Fetched, Validators
+from edge_agent.update.protocols import Fetched, Target, Validators
 from edge_agent.update.store import ModelStore
 from tests.update.fixtures import LABELS, NAME, SHAPES, Site, padded, sha256
 
