@@ -115,22 +115,23 @@ class Fetcher:
         same file. Writes at most length + 1 bytes; a short read keeps the partial
         for later; a complete file of the wrong digest is deleted (never resumed)."""
         meta = dest.with_suffix(dest.suffix + ".meta")
-        if _complete(dest, meta, ref):
+        if _complete(dest, meta, ref, guard):
             return
         check = FileCheck(ref)
         offset, validator = transfer.resume_point(dest, meta, url, ref.length)
+        if validator:  # hashed before the request: the server is not kept waiting
+            transfer.hash_prefix(check, dest, offset, guard)
         headers = {"Range": f"bytes={offset}-", "If-Range": validator} if validator else {}
         with self._open(url, headers, guard) as reply:
             if reply.response.status == 206 and validator:
                 transfer.check_range(reply, offset, ref.length)
-                transfer.hash_prefix(check, dest, offset)
                 log.info("update: resuming %s at byte %d", reply.where, offset)
             else:
                 if reply.response.status == 416:  # the partial outgrew the server's file
                     dest.unlink(missing_ok=True)
                 _expect(reply, 200)  # a 200 to a Range: ignored, or the file changed
                 transfer.check_declared(reply.response.length, reply.where, ref.length)
-                offset = 0
+                offset, check = 0, FileCheck(ref)
                 transfer.write_meta(meta, url, ref.length, reply)
             total = transfer.stream_to(reply, dest, offset, ref.length, check)
         if total < ref.length:
@@ -261,13 +262,13 @@ def _load_client_cert(context: ssl.SSLContext, cert: str, key: str | None) -> No
         ) from exc
 
 
-def _complete(dest: Path, meta: Path, ref: FileRef) -> bool:
+def _complete(dest: Path, meta: Path, ref: FileRef, guard: Guard) -> bool:
     """A whole file left by an earlier check (killed before it installed): no
     request if it hashes right; deleted, to start over, if not."""
     if not dest.exists() or dest.stat().st_size != ref.length:
         return False
     check = FileCheck(ref)
-    transfer.hash_prefix(check, dest, ref.length)
+    transfer.hash_prefix(check, dest, ref.length, guard)
     try:
         check.done()
     except UpdateError as exc:

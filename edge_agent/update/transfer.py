@@ -56,8 +56,10 @@ class Guard:
         self.received = 0  # body bytes, counted by the reader
         self._limits = limits
         self._cancel = cancel
-        self._start = time.monotonic()
-        self._window = (self._start, 0)  # (when, received) at the window's start
+        # The clocks start with the first connection: hashing a partial file on a
+        # slow SD card is not the server's time. (when, received) at a window's start:
+        self._start: float | None = None
+        self._window = (0.0, 0)
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -82,6 +84,9 @@ class Guard:
         with self._lock:
             self._sockets.append(sock)
             tripped = self.reason is not None
+            if self._start is None:
+                self._start = time.monotonic()
+                self._window = (self._start, 0)
         if tripped:
             _shut(sock)
 
@@ -115,7 +120,11 @@ class Guard:
         limits = self._limits
         if self._cancel is not None and self._cancel.is_set():
             return "cancelled"
-        if now - self._start >= limits.deadline:
+        with self._lock:
+            start = self._start
+        if start is None:
+            return None
+        if now - start >= limits.deadline:
             return f"gave up after the {limits.deadline:g} s deadline ({self.received} bytes in)"
         since, base = self._window
         if now - since >= limits.rate_window:
@@ -258,12 +267,14 @@ def write_meta(meta: Path, url: str, length: int, reply: Reply) -> None:
     atomic_write(meta, json.dumps(record).encode())
 
 
-def hash_prefix(check: FileCheck, path: Path, size: int) -> None:
-    """Feed the first `size` bytes of a partial file to `check`, a chunk at a time."""
+def hash_prefix(check: FileCheck, path: Path, size: int, guard: Guard) -> None:
+    """Feed the first `size` bytes of a file to `check`, a chunk at a time; a
+    cancel stops it between chunks (gigabytes on an SD card take a while)."""
     with path.open("rb") as handle:
         while size > 0 and (chunk := handle.read(min(_HASH_CHUNK, size))):
             check.update(chunk)
             size -= len(chunk)
+            guard.check()
 
 
 def stream_to(reply: Reply, dest: Path, offset: int, length: int, check: FileCheck) -> int:
