@@ -52,6 +52,7 @@ class FakeBroker:
         self.published: list[Published] = []
         self.fail_next = 0  # raise PublishError for this many publishes
         self.auto_ack: Dispatcher | None = None  # answer every publish at once
+        self.send_quota = 65_535  # the broker's Receive Maximum
         self._mid = 0
 
     def publish(
