@@ -222,9 +222,8 @@ class MqttPublisher:
             if rc.is_failure:
                 limited.error("connect", "broker %s refused the connection: %s", self._where(), rc)
                 return
-            if self._v5:
+            if self._v5:  # paho itself ignores it (and cannot change its limit now)
                 self._quota = int(getattr(props, "ReceiveMaximum", MQTT5_DEFAULT_QUOTA))
-                self._client.max_inflight_messages = min(self.options.max_inflight, self._quota)
             log.info(
                 "connected to %s as %s (at most %d unacknowledged)",
                 self._where(),
