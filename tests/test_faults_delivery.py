@@ -6,6 +6,9 @@ and SIGTERM must still end the agent."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +19,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .broker import Mosquitto
+from edge_agent import outbox as outbox_module
+from edge_agent.delivery import Dispatcher, OutboxWriter
+from edge_agent.events import Topics
+from edge_agent.outbox import NewEvent, Outbox
+from edge_agent.publisher import MqttOptions, MqttPublisher
+
+from .broker import Mosquitto, free_port
+from .subscriber import Subscriber
 from .test_faults import (
     DURABLE_BROKER,
     AgentProcess,
@@ -134,3 +144,191 @@ def test_broker_killed_three_times_loses_nothing(
         consumer.close()
         assert agent.stop() == 0
     assert outbox_rows(tmp_path) == 0
+
+
+# -- a full disk --------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MB tmpfs: a real filesystem that really fills up."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int = 0) -> Path:
+    """Fill `disk` up, then give back `leave` bytes; delete the file to free it."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
+
+
+def rows(db: Path) -> int:
+    with sqlite3.connect(db) as connection:
+        return int(connection.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+
+def event(n: int) -> NewEvent:
+    return NewEvent("p", "edge/dev1/p/event", lambda seq: b"%d:%d" % (n, seq) + b"x" * 250, 1)
+
+
+@pytest.mark.parametrize("reserve", [outbox_module.RESERVE_BYTES, 0])
+def test_a_full_disk_neither_inflates_the_counters_nor_drops_real_events(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch, reserve: int
+) -> None:
+    """max_events 300, 100 events stored, the disk filled while 120 more are
+    decided (the writer retries), then freed: all 220 end up stored, the counters
+    match the table, nothing is dropped. With no reserve the failures come from
+    SQLite's own commits."""
+    monkeypatch.setattr(outbox_module, "RESERVE_BYTES", reserve)
+    db = small_disk / "state" / "outbox.db"
+    outbox = Outbox(db, max_events=300)
+    committed = threading.Event()
+    writer = OutboxWriter(outbox, committed.set)
+    stop = threading.Event()
+    thread = threading.Thread(target=writer.run, args=(stop,))
+    thread.start()
+    try:
+        for n in range(100):
+            writer.submit(event(n))
+        assert wait_until(lambda: rows(db) == 100)
+        filler = fill(small_disk)
+        for n in range(100, 220):
+            writer.submit(event(n))
+        time.sleep(3)  # the writer tries (and fails) about three times
+        assert rows(db) == 100
+        assert outbox.stats().depth == 100, "a failed commit was counted"
+        filler.unlink()
+        assert wait_until(lambda: rows(db) == 220)
+    finally:
+        stop.set()
+        thread.join(10)
+    stats = outbox.stats()
+    assert (stats.depth, stats.dropped) == (220, 0)
+    assert stats.bytes == sum(len(e.payload) for e in outbox.pending(limit=1000))
+    outbox.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_a_full_disk_during_acknowledgements_does_not_stop_delivery(
+    small_disk: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk fills while events are in flight: the acks cannot be written, the
+    delivery thread keeps delivering and writes them once space is back."""
+    topics = Topics("edge", "dev1")
+    subscriber = Subscriber(broker.port, topics.event("+"))
+    publisher = MqttPublisher(
+        MqttOptions(host="127.0.0.1", port=broker.port, client_id="dev1", topics=topics)
+    )
+    outbox = Outbox(small_disk / "state" / "outbox.db")
+    dispatcher = Dispatcher(outbox, publisher)
+    publisher.on_ack(dispatcher.on_ack)
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, args=(stop,), name="delivery")
+    for n in range(50):
+        outbox.add_many([event(n)])
+    with sqlite3.connect(small_disk / "state" / "outbox.db") as other:
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next write must grow the WAL
+    filler = fill(small_disk)
+    publisher.start()
+    thread.start()
+    try:
+        subscriber.wait_for(lambda s: len(s.messages) >= 50, timeout=20)
+        time.sleep(1.5)  # acks arrived; their removal failed at least once
+        assert thread.is_alive(), "the delivery thread died"
+        assert "acknowledgement(s) kept in memory, retrying" in caplog.text
+        assert outbox.stats().depth == 50
+        filler.unlink()
+        assert wait_until(lambda: outbox.stats().depth == 0), outbox.stats()
+        outbox.add_many([event(50)])  # and delivery goes on
+        dispatcher.wake()
+        subscriber.wait_for(lambda s: len(s.messages) >= 51, timeout=10)
+    finally:
+        stop.set()
+        thread.join(10)
+        publisher.stop()
+        subscriber.close()
+    assert dispatcher.delivered == 51
+    outbox.close()
+
+
+def disk_config(tmp_path: Path, disk: Path, port: int, frames: int, loop: bool) -> Path:
+    config = write_config(tmp_path, port, toggling_frames(tmp_path / "frames", frames), loop=loop)
+    text = config.read_text(encoding="utf-8")
+    text = text.replace(f'state_dir = "{tmp_path / "state"}"', f'state_dir = "{disk / "state"}"')
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def test_agent_on_a_2mb_state_dir_delivers_and_stops_on_sigterm(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """`edge-agent run` with its state_dir on a 2 MB tmpfs and the broker up: the
+    WAL must not fill the disk, every event arrives, SIGTERM ends it."""
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    server = Mosquitto(folder)
+    server.start()
+    consumer = Consumer(server.port, 1)
+    agent = AgentProcess(
+        disk_config(tmp_path, small_disk, server.port, 40, loop=True), tmp_path / "a.log"
+    )
+    try:
+        reached = consumer.wait_for(lambda c: c.unique() >= 300, timeout=30)
+        assert reached, f"{consumer.unique()} events arrived\n{agent.text()[-3000:]}"
+        assert agent.stop() == 0
+        last = max(consumer.seqs())
+        consumer.wait_for(lambda c: c.unique() >= last, timeout=5)
+        assert consumer.seqs() == set(range(1, last + 1))
+    finally:
+        consumer.close()
+        server.stop()
+    assert "Traceback" not in agent.text()
+
+
+def test_agent_with_a_full_state_dir_stops_on_sigterm_and_counts_what_it_kept(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """The broker is down and the disk full: decisions cannot be stored. SIGTERM
+    still ends the agent within 30 s, and the log says how many were not stored."""
+    config = disk_config(tmp_path, small_disk, free_port(), 30, loop=False)
+    agent = AgentProcess(config, tmp_path / "a.log")
+    assert wait_until((small_disk / "state" / "outbox.db").exists, 20)
+    fill(small_disk)
+    assert wait_until(lambda: agent.text().count(" -> ") >= 30, 30), agent.text()[-2000:]
+    assert wait_until(lambda: "kept in memory, retrying" in agent.text(), 10)
+    assert agent.stop() == 0
+    text = agent.text()
+    assert "could not be stored in the outbox and are lost: cam: " in text, text[-3000:]
+    assert "Traceback" not in text
