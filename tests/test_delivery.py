@@ -3,10 +3,11 @@ through the real MqttPublisher and a real mosquitto."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,10 +17,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent import delivery
-from edge_agent.delivery import Dispatcher
-from edge_agent.errors import PublishError
+from edge_agent.delivery import Dispatcher, OutboxWriter
+from edge_agent.errors import DiskFullError, PublishError
 from edge_agent.events import Topics
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import NewEvent, Outbox
 from edge_agent.publisher import MqttOptions, MqttPublisher
 
 from .broker import Mosquitto
@@ -334,6 +335,40 @@ def test_the_thread_delivers_what_pipelines_add(outbox: Outbox, fake: FakeBroker
     assert not thread.is_alive()
     assert fake.payloads() == [b"%d" % n for n in range(1, 51)]
     assert outbox.stats().depth == 0
+
+
+# -- the writer ----------------------------------------------------------------
+
+
+class RefusingOutbox(Outbox):
+    """A real outbox whose writes fail while `full` is set (as on a full disk)."""
+
+    full = False
+
+    def add_many(self, events: Sequence[NewEvent]) -> list[int]:
+        if self.full:
+            raise DiskFullError("outbox: cannot store: the disk is full")
+        return super().add_many(events)
+
+
+def numbered(n: int, _seq: int) -> bytes:
+    return b"%d" % n
+
+
+def test_the_writer_keeps_events_in_memory_within_a_bound_while_the_outbox_refuses(
+    tmp_path: Path,
+) -> None:
+    outbox = RefusingOutbox(tmp_path / "outbox.db")
+    writer = OutboxWriter(outbox, lambda: None, max_pending=10)
+    outbox.full = True
+    for n in range(15):
+        writer.submit(NewEvent("p", "t", functools.partial(numbered, n), 1))
+    assert not writer.step(timeout=0)
+    assert (writer.pending, writer.dropped) == (10, 5)  # the 5 oldest went, counted
+    assert writer.flush(timeout=0) == 10  # cannot store: reported, not hung
+    outbox.full = False
+    assert writer.flush(timeout=1) == 0
+    assert [e.payload for e in outbox.pending()] == [b"%d" % n for n in range(5, 15)]
 
 
 # -- end to end ---------------------------------------------------------------

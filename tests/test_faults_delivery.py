@@ -21,9 +21,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent import outbox as outbox_module
 from edge_agent.delivery import Dispatcher, OutboxWriter
+from edge_agent.errors import OutboxError
 from edge_agent.events import Topics
 from edge_agent.outbox import NewEvent, Outbox
 from edge_agent.publisher import MqttOptions, MqttPublisher
+from edge_agent.sdnotify import Heartbeats
+from edge_agent.supervision import Supervisor
 
 from .broker import Mosquitto, free_port
 from .subscriber import Subscriber
@@ -333,3 +336,48 @@ def test_agent_with_a_full_state_dir_stops_on_sigterm_and_counts_what_it_kept(
     text = agent.text()
     assert "could not be stored in the outbox and are lost: cam: " in text, text[-3000:]
     assert "Traceback" not in text
+
+
+# -- supervision --------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_dead_delivery_thread_is_logged_and_starves_the_watchdog(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    heartbeats = Heartbeats(clock=clock)
+    threads = Supervisor(heartbeats)
+    stop = threading.Event()
+
+    def delivery(_stop: threading.Event) -> None:
+        raise OutboxError("outbox: cannot acknowledge 3 event(s): disk I/O error")
+
+    threads.start("delivery", delivery, stop, stop=stop)
+
+    def writer(stop: threading.Event) -> None:
+        stop.wait()
+
+    threads.start("outbox-writer", writer, stop, stop=stop)
+    threads.start("update", lambda: None, stop=stop)  # returns before the stop: a death
+    threads.join(["delivery", "update"], timeout=5)
+    clock.now = 100.0
+    threads.beat_alive()
+    try:
+        assert set(heartbeats.silent(clock.now, 30)) == {"delivery", "update"}
+        assert threads.deaths == {
+            "delivery": "OutboxError: outbox: cannot acknowledge 3 event(s): disk I/O error",
+            "update": "it returned before it was asked to stop",
+        }
+        assert "thread delivery died: OutboxError" in caplog.text
+    finally:
+        stop.set()
+        threads.join(threads.names(), timeout=5)
+    assert "outbox-writer" not in threads.deaths  # it ended because it was asked to
