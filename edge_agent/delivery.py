@@ -28,6 +28,8 @@ limited = RateLimitedLog(log)
 IDLE_WAIT = 0.05  # seconds between looks at the outbox when nothing woke us
 BATCH_PAUSE = 0.001
 RETRY = 1.0  # seconds between attempts to write to an outbox that failed (disk full)
+# Refusals that say "not now", not "never": the event is sent again, not dead-lettered.
+TRANSIENT = frozenset({0x89, 0x97})  # server busy, quota exceeded
 
 
 class Broker(MessageSink, Protocol):
@@ -172,6 +174,7 @@ class Dispatcher:
         # here and written again later. Lost at a stop, they are only sent again.
         self._unsaved_acks: list[int] = []
         self._unsaved_refusals: list[tuple[StoredEvent, ReasonCode]] = []
+        self._resend: deque[StoredEvent] = deque()  # refused for now; sent before newer ones
         # monotonic times before which a failed outbox write is not tried again
         self._ack_retry_at = self._read_retry_at = 0.0
         self._wake = threading.Event()
@@ -219,7 +222,7 @@ class Dispatcher:
         return False
 
     def _drained(self) -> bool:
-        if self._in_flight or self._unsaved_acks or self._unsaved_refusals:
+        if self._in_flight or self._resend or self._unsaved_acks or self._unsaved_refusals:
             return False
         try:
             return self._outbox.stats().depth == 0
@@ -235,7 +238,12 @@ class Dispatcher:
             event = self._in_flight.pop(mid, None)
             if event is None:
                 continue  # a message that did not come from the outbox (state, status)
-            if reason is not None and reason.is_failure:
+            if reason is not None and reason.value in TRANSIENT:
+                limited.warning(
+                    "transient", "broker: %s for seq %d; sending it again", reason, event.seq
+                )
+                self._resend.append(event)
+            elif reason is not None and reason.is_failure:
                 self._unsaved_refusals.append((event, reason))
             else:
                 self._unsaved_acks.append(event.id)
@@ -277,6 +285,11 @@ class Dispatcher:
         # Maximum mosquitto answers a QoS 2 PUBLISH with PUBREC "quota exceeded",
         # which paho ignores, and then completes the flow as if it were delivered.
         room = min(self._window, self._broker.send_quota) - len(self._in_flight)
+        while self._resend and room > 0:
+            if not self._send(self._resend[0]):
+                return
+            self._resend.popleft()
+            room -= 1
         if room <= 0 or time.monotonic() < self._read_retry_at:
             return
         try:
@@ -286,13 +299,20 @@ class Dispatcher:
             limited.error("outbox-read", "%s; retrying", exc)
             return
         for event in events:
-            expiry = event.expires - self._clock() if event.expires is not None else None
-            if expiry is not None and expiry <= 0:
-                continue  # expired since it was read; the next `pending` removes it
-            try:
-                mid = self._broker.publish(event.topic, event.payload, qos=event.qos, expiry=expiry)
-            except PublishError as exc:
-                limited.warning("publish", "cannot hand event to MQTT yet: %s", exc)
+            if not self._send(event):
                 return
-            self._in_flight[mid] = event
             self._last_sent = event.id
+
+    def _send(self, event: StoredEvent) -> bool:
+        """Hand one event to MQTT; False if it cannot take it yet. An event that
+        expired since it was read is skipped (the next `pending` removes it)."""
+        expiry = event.expires - self._clock() if event.expires is not None else None
+        if expiry is not None and expiry <= 0:
+            return True
+        try:
+            mid = self._broker.publish(event.topic, event.payload, qos=event.qos, expiry=expiry)
+        except PublishError as exc:
+            limited.warning("publish", "cannot hand event to MQTT yet: %s", exc)
+            return False
+        self._in_flight[mid] = event
+        return True

@@ -31,6 +31,7 @@ SUCCESS = ReasonCode(PacketTypes.PUBACK, identifier=0x00)
 NO_SUBSCRIBERS = ReasonCode(PacketTypes.PUBACK, identifier=0x10)  # success, < 0x80
 NOT_AUTHORIZED = ReasonCode(PacketTypes.PUBACK, identifier=0x87)
 QUOTA_EXCEEDED = ReasonCode(PacketTypes.PUBACK, identifier=0x97)
+TOPIC_INVALID = ReasonCode(PacketTypes.PUBACK, identifier=0x90)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def test_acks_are_settled_only_by_the_dispatcher_thread(outbox: Outbox, fake: Fa
     assert dispatcher.delivered == 1
 
 
-@pytest.mark.parametrize("reason", [NOT_AUTHORIZED, QUOTA_EXCEEDED])
+@pytest.mark.parametrize("reason", [NOT_AUTHORIZED, TOPIC_INVALID])
 def test_a_refusal_moves_the_event_to_dead_letters(
     outbox: Outbox, fake: FakeBroker, reason: ReasonCode
 ) -> None:
@@ -205,6 +206,24 @@ def test_a_refusal_moves_the_event_to_dead_letters(
     dispatcher.step()
     assert fake.payloads() == [b"1", b"2", b"3"]
     assert outbox.stats().depth == 0
+
+
+def test_a_refusal_for_now_is_sent_again_not_dead_lettered(
+    outbox: Outbox, fake: FakeBroker
+) -> None:
+    add(outbox, 2)
+    dispatcher = Dispatcher(outbox, fake)
+    dispatcher.step()
+    first, second = fake.mids()
+    dispatcher.on_ack(first, QUOTA_EXCEEDED)
+    dispatcher.on_ack(second, SUCCESS)
+    dispatcher.step()
+    assert fake.payloads() == [b"1", b"2", b"1"]
+    assert dead_letters(outbox) == []
+    dispatcher.on_ack(fake.mids()[-1], SUCCESS)
+    dispatcher.step()
+    assert outbox.stats().depth == 0
+    assert (dispatcher.delivered, dispatcher.refused) == (2, 0)
 
 
 def test_unknown_mids_are_ignored(outbox: Outbox, fake: FakeBroker) -> None:
