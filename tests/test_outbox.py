@@ -98,10 +98,10 @@ def test_build_sees_the_seq_it_is_stored_with(outbox: Outbox) -> None:
     ]
 
 
-def test_next_seq_allocates_without_storing(outbox: Outbox) -> None:
+def test_reserved_seqs_are_skipped_by_stored_events(outbox: Outbox) -> None:
     assert add(outbox) == 1
-    assert outbox.next_seq("p") == 2
-    assert add(outbox) == 3
+    assert outbox.reserve_seqs("p", 10) == 2  # 2..11 for events that are not stored
+    assert add(outbox) == 12
     assert outbox.stats().depth == 2
 
 
@@ -444,7 +444,7 @@ from pathlib import Path
 from edge_agent.mqtt.outbox import Outbox
 outbox = Outbox(Path(sys.argv[1]))
 events = outbox.pending(limit=1000)
-seq = outbox.next_seq("p")
+seq = outbox.reserve_seqs("p", 1)
 print(json.dumps({"seqs": [e.seq for e in events], "payloads": [e.payload.decode() for e in events],
                   "depth": outbox.stats().depth, "next": seq}))
 """

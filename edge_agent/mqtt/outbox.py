@@ -228,10 +228,14 @@ class Outbox:
                 f" {self.path.parent}, {reserve} kept for acknowledgements"
             )
 
-    def next_seq(self, pipeline: str) -> int:
-        """Allocate a seq without storing an event (QoS 0 events are not kept)."""
-        with self._write(f"allocate a seq for {pipeline}"):
-            return self._next_seq(pipeline)
+    def reserve_seqs(self, pipeline: str, count: int) -> int:
+        """The first of `count` seqs reserved for events that are not stored (QoS 0):
+        one write per block, and a restart continues after the block."""
+        with self._write(f"reserve seqs for {pipeline}"):
+            first = self._last_seq(pipeline) + 1
+            last = first + count - 1
+            self._db.execute("INSERT OR REPLACE INTO seqs VALUES (?, ?)", (pipeline, last))
+            return first
 
     def _next_seq(self, pipeline: str) -> int:
         seq = self._last_seq(pipeline) + 1
