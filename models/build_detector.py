@@ -317,7 +317,8 @@ def yolov8_head(boxes: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
 
 
 def yolov5_head(boxes: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    return tf.concat([boxes * float(SIZE), tf.sigmoid(logits)], axis=-1)
+    rows = tf.concat([boxes, tf.sigmoid(logits)], axis=-1)
+    return rows * tf.constant([float(SIZE)] * 4 + [1.0] * (1 + C))  # boxes to input pixels
 
 
 def peaks(scores: tf.Tensor, grid: int) -> tf.Tensor:
@@ -393,11 +394,11 @@ def export(
 
 
 def float_tail(converter: tf.lite.TFLiteConverter, representative: object, saved: str) -> bytes:
-    """Quantize everything but the last op (the output concatenation), which stays float.
+    """Quantize everything but the last op (boxes to pixels), which stays float.
 
     Pixel boxes (0..128) and scores (0..1) in one int8 tensor would share one scale of
-    about 0.5, leaving scores three values; a float concatenation of the int8 box and
-    score tensors keeps both resolutions.
+    about 0.5, leaving scores three values; the int8 rows are normalized (0..1), and
+    a float multiply after the dequantize turns the boxes into pixels.
     """
     plain = tf.lite.Interpreter(
         model_content=tf.lite.TFLiteConverter.from_saved_model(saved).convert()

@@ -206,7 +206,7 @@ class Tally:
             ("top detection right (IoU>0.5, class)", self.top_ok, self.with_shapes),
             ("shapes found (recall)", self.matched, self.shapes),
             ("frames without shapes and no detection", self.empty_clean, self.empty),
-            ("false detections (count)", self.false_pos, self.false_pos + self.matched),
+            ("false detections / all detections", self.false_pos, self.false_pos + self.matched),
         ]
 
 
