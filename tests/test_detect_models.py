@@ -16,7 +16,7 @@ from PIL import Image
 
 from edge_agent.detect.detector import Detector
 from edge_agent.detect.layouts import model_kind
-from edge_agent.model.runtime import Model
+from edge_agent.model.runtime import Model, RuntimeName
 
 from .conftest import DEMO_MODELS
 
@@ -51,7 +51,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
         ("shapes_e2e_int8.tflite", "yolo-e2e"),
     ],
 )
-def test_each_layout_finds_the_demo_shapes(file: str, kind: str, runtime_name: str) -> None:
+def test_each_layout_finds_the_demo_shapes(file: str, kind: str, runtime_name: RuntimeName) -> None:
     model = Model.load(DEMO_MODELS / file, runtime=runtime_name, num_threads=1)
     assert model_kind(model.inputs, model.outputs) == kind  # recognised from the model itself
     detector = Detector(model)
@@ -65,7 +65,7 @@ def test_each_layout_finds_the_demo_shapes(file: str, kind: str, runtime_name: s
     assert right >= 0.9 * len(expected), f"{file}: top detection right on {right}/{len(expected)}"
 
 
-def test_the_input_is_quantized_with_the_models_own_parameters(runtime_name: str) -> None:
+def test_the_input_is_quantized_with_the_models_own_parameters(runtime_name: RuntimeName) -> None:
     """The end-to-end model takes pixel / 1.2 - 107, not the usual pixel - 128."""
     model = Model.load(DEMO_MODELS / "shapes_e2e_int8.tflite", runtime=runtime_name)
     spec = model.inputs[0]
@@ -76,7 +76,7 @@ def test_the_input_is_quantized_with_the_models_own_parameters(runtime_name: str
     assert int(tensor.max()) == round(255 / 1.2) - 107  # 105
 
 
-def test_an_empty_frame_gives_no_detection(tmp_path: Path, runtime_name: str) -> None:
+def test_an_empty_frame_gives_no_detection(tmp_path: Path, runtime_name: RuntimeName) -> None:
     model = Model.load(DEMO_MODELS / "shapes_yolov8_int8.tflite", runtime=runtime_name)
     frames = sorted(FRAMES.glob("frame_*.jpg"))
     empty = [f for f in frames if f.name not in truth()]
