@@ -32,7 +32,8 @@ def test_first_retry_is_spread_over_the_window_and_later_ones_restart_from_base(
         backoff = Backoff(BackoffOptions(base=1.0, cap=60.0, first_window=30.0), rng)
         firsts.append(backoff.next_delay())
         seconds.append(backoff.next_delay())
-    assert 0.0 <= min(firsts) and max(firsts) <= 30.0
+    assert min(firsts) >= 0.0
+    assert max(firsts) <= 30.0
     # Spread over the whole window, not bunched: each third of it gets its share.
     thirds = [sum(1 for d in firsts if k * 10 <= d < (k + 1) * 10) for k in range(3)]
     assert min(thirds) > 500

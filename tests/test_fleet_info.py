@@ -43,7 +43,8 @@ def test_small_enough_for_thin_links() -> None:
 
 def test_nothing_trusted_yet_is_null() -> None:
     info = json.loads(encode(payload(manifest_version=None, bucket=None)))
-    assert info["manifest"] is None and info["bucket"] is None
+    assert info["manifest"] is None
+    assert info["bucket"] is None
 
 
 def test_board_from_the_device_tree(tmp_path: Path) -> None:

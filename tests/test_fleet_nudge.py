@@ -11,7 +11,8 @@ from edge_agent.update.nudge import FleetNudge, fleet_update_topic, nudge_delay
 def test_delays_cover_the_window_and_stay_inside_it() -> None:
     rng = random.Random(5)
     delays = [nudge_delay(60.0, rng) for _ in range(3000)]
-    assert 0.0 <= min(delays) and max(delays) <= 60.0
+    assert min(delays) >= 0.0
+    assert max(delays) <= 60.0
     quarters = [sum(1 for d in delays if q * 15 <= d < (q + 1) * 15) for q in range(4)]
     assert min(quarters) > 600  # spread, not bunched at one end
 
@@ -36,7 +37,8 @@ def test_nudges_while_one_is_pending_are_merged_into_one_check() -> None:
 
     nudge = FleetNudge(0.3, check_now, random.Random(9))
     first = nudge.on_message(b'{"v":1,"version":3}')
-    assert first is not None and 0.0 <= first <= 0.3
+    assert first is not None
+    assert 0.0 <= first <= 0.3
     assert nudge.on_message(b"") is None  # merged
     assert checked.wait(5)
     assert (nudge.received, nudge.scheduled) == (2, 1)
