@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
+from edge_agent.commands.fleet import add_fleet_commands
 from edge_agent.commands.manifest import add_manifest_commands
 from edge_agent.errors import ConfigError, EdgeAgentError, InputError, ModelError
 from edge_agent.util.logs import configure
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_commands(commands)
     _add_daemon_commands(commands)
     add_manifest_commands(commands)
+    add_fleet_commands(commands)
     _add_bench_command(commands)
     return parser
 
