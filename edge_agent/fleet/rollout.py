@@ -83,7 +83,7 @@ class Rollout:
         publisher: Publisher,
         *,
         history: History | None = None,
-        out: TextIO = sys.stderr,
+        out: TextIO | None = None,  # default: sys.stderr at the time
         clock: Clock = time.monotonic,
     ) -> None:
         self.options = options
@@ -224,10 +224,10 @@ class Rollout:
     def _progress(self, line: str) -> None:
         if line != self._last_line:
             self._last_line = line
-            print(line, file=self.out, flush=True)
+            print(line, file=self.out or sys.stderr, flush=True)
 
     def _say(self, line: str) -> None:
-        print(line, file=self.out, flush=True)
+        print(line, file=self.out or sys.stderr, flush=True)
 
 
 def stages_from(text: str) -> tuple[float, ...]:
