@@ -62,3 +62,69 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"{what}: not within {timeout} s")
+
+
+AGENT_CONFIG = """
+device_id = "{device}"
+state_dir = "{state}"
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+
+[telemetry]
+interval = 0
+
+[update]
+enabled = true
+manifest_url = "{manifest_url}"
+allow_http = true
+keys = ["{key}"]
+interval = 3600
+probation_inferences = 5
+
+[[pipelines]]
+name = "vibration"
+model = "{model}"
+model_name = "vibration"
+model_version = "1"
+
+[pipelines.source]
+kind = "lines"
+path = "{csv}"
+rate = {rate}
+
+[pipelines.source.window]
+size = 64
+hop = 64
+channels = 3
+mean = [0.0, 0.0, 1.0]
+std = [0.5, 0.5, 0.5]
+
+[pipelines.policy]
+kind = "threshold"
+index = 1
+on_threshold = 0.6
+off_threshold = 0.4
+on_state = "anomaly"
+off_state = "normal"
+"""
+
+
+def agent_config(
+    directory: Path, device: str, port: int, manifest_url: str, key: Path, rate: int = 320
+) -> Path:
+    """A real agent's config: the bundled vibration model on the sample CSV, replayed
+    ten times at `rate` samples/s, with updates from `manifest_url`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    csv = directory / "vibration.csv"
+    csv.write_text((DEMO_MODELS / "samples" / "vibration.csv").read_text() * 10)
+    path = directory / "config.toml"
+    path.write_text(
+        AGENT_CONFIG.format(
+            device=device, state=directory / "state", port=port, manifest_url=manifest_url,
+            key=key, model=VIBRATION, csv=csv, rate=rate,
+        ),
+        encoding="utf-8",
+    )  # fmt: skip
+    return path

@@ -65,7 +65,11 @@ def rollout(site: FleetSite, broker: Mosquitto, db: Path, *extra: str) -> int:
 
 
 def test_a_healthy_rollout_reaches_every_device(
-    site: FleetSite, broker: Mosquitto, http: StaticServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    site: FleetSite,
+    broker: Mosquitto,
+    http: StaticServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     sim = simulate(site, broker, http)
     try:
@@ -86,7 +90,11 @@ def test_a_healthy_rollout_reaches_every_device(
 
 
 def test_a_rollout_with_failing_devices_halts_and_returns_the_fleet(
-    site: FleetSite, broker: Mosquitto, http: StaticServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    site: FleetSite,
+    broker: Mosquitto,
+    http: StaticServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     sim = simulate(site, broker, http, fail_fraction=0.3, fail_mode="rollback")
     failing = set(sim.failing())
@@ -97,15 +105,14 @@ def test_a_rollout_with_failing_devices_halts_and_returns_the_fleet(
         assert result["completed"] is False
         assert result["halted_at"] == 1
         failed = {row["device"] for row in result["rows"] if row["state"] == "failed"}
-        assert failed and failed <= failing
+        assert failed
+        assert failed <= failing
         # The return: the previous model at a higher version, to every device.
         published = site.published()
         assert published["version"] == 4  # stage 1 published 3
         assert "rollout" not in published
         assert published["models"][0]["sha256"] == site.v1
-        wait_for(
-            lambda: {d.model.sha256 for d in sim.devices} == {site.v1}, 30, "fleet back on v1"
-        )
+        wait_for(lambda: {d.model.sha256 for d in sim.devices} == {site.v1}, 30, "fleet back on v1")
         assert result["returned"]["committed"] == DEVICES
         # Stage 2 never started: nobody outside the first 20 % took version 2.
         assert all(row["stage"] == 1 for row in result["rows"])
@@ -114,7 +121,11 @@ def test_a_rollout_with_failing_devices_halts_and_returns_the_fleet(
 
 
 def test_an_unhealthy_swap_halts_too(
-    site: FleetSite, broker: Mosquitto, http: StaticServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    site: FleetSite,
+    broker: Mosquitto,
+    http: StaticServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Devices that commit and then count inference errors fail the stage."""
     sim = simulate(site, broker, http, fail_fraction=0.3, fail_mode="errors")

@@ -118,7 +118,7 @@ class FleetSim:
             raise RuntimeError("fleetsim: the event loop did not start")
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self._loop is not None and self._stop is not None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
             self._thread.join(timeout)
