@@ -56,6 +56,7 @@ class SimOptions:
     pipeline: str = "vibration"
     fail_fraction: float = 0.0  # devices whose updates fail, picked by a hash of their id
     fail_mode: str = "rollback"
+    fail_sha256: str | None = None  # only this model fails on them; None: every update
     sites: tuple[str, ...] = ("lab", "field")
     keepalive: int = 60
     will_delay: int = 30
@@ -104,6 +105,7 @@ class FleetSim:
             model=ModelInfo(o.model_name, o.model_version, o.model_sha256),
             tags={"site": o.sites[index % len(o.sites)]},
             fail=o.fail_mode if fails else None,
+            fail_only=o.fail_sha256,
         )
 
     def failing(self) -> list[str]:
@@ -260,11 +262,11 @@ class FleetSim:
     def _probation_over(self, device: SimDevice) -> None:
         self._publish(device, "update", encode(device.probation_over()))
         self._publish_model(device)
-        if device.fail in ("errors", "drift") and self._loop is not None:
+        if device.failing in ("errors", "drift") and self._loop is not None:
             self._loop.call_later(self.options.probation, self._misbehave, device)
 
     def _misbehave(self, device: SimDevice) -> None:
-        if device.fail == "errors":
+        if device.failing == "errors":
             device.errors += 5
             self._publish(device, f"{device.pipeline}/state", encode(device.state()))
         else:

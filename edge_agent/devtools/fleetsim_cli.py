@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import resource
 import signal
 import threading
 from pathlib import Path
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-sha256", required=True)
     p.add_argument("--fail-fraction", type=float, default=0.0)
     p.add_argument("--fail-mode", default="rollback")
+    p.add_argument("--fail-sha256", help="only this model fails (default: any update)")
+    p.add_argument("--model-version", default="1")
+    p.add_argument("--nofile", type=int, default=8192, help="raise the open files limit")
     p.add_argument("--first-window", type=float, default=0.0)
     p.add_argument("--legacy-backoff", action="store_true")
     p.add_argument("--poll-interval", type=float, default=3600.0)
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stats", type=Path)
     p.add_argument("--duration", type=float, default=600.0, help="stop after this (a bound)")
     a = p.parse_args(argv)
+    _raise_nofile(a.nofile)
     sim = FleetSim(
         SimOptions(
             host=a.host,
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             model_sha256=a.model_sha256,
             fail_fraction=a.fail_fraction,
             fail_mode=a.fail_mode,
+            fail_sha256=a.fail_sha256,
+            model_version=a.model_version,
             backoff=BackoffOptions(1.0, 60.0, a.first_window),
             legacy_backoff=a.legacy_backoff,
             poll_interval=a.poll_interval,
@@ -62,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     done.wait(a.duration)
     sim.stop()
     return 0
+
+
+def _raise_nofile(wanted: int) -> None:
+    """A connection is a file descriptor: 2,000 devices need more than the usual 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ class SimDevice:
     model: ModelInfo
     tags: dict[str, str]
     fail: str | None = None
+    fail_only: str | None = None  # the sha256 of the one model that fails; None: any
+    failing: str | None = None  # the fail mode of the model on probation now
     trusted: int | None = None
     salt: str | None = None
     etag: str | None = None
@@ -94,10 +96,11 @@ class SimDevice:
                 continue
             data = fetcher.get_small(resolve_url(url, entry.file.url), entry.file.length + 1)
             check_file(data, entry.file)
-            if self.fail == "reject":
+            failing = self.fail if self.fail_only in (None, entry.file.sha256) else None
+            if failing == "reject":
                 reason = "self-test: the model gives a different top-1 on the golden input"
                 raise _SelfTestFailedError(reason, _info(entry))
-            self.previous, self.model = self.model, _info(entry)
+            self.previous, self.model, self.failing = self.model, _info(entry), failing
             reports.append(self.status("installed", manifest_version=manifest.version))
         self.trusted = manifest.version
         self.salt = manifest.rollout.salt if manifest.rollout else None
@@ -106,7 +109,7 @@ class SimDevice:
 
     def probation_over(self) -> dict[str, Any]:
         """The outcome of the probation that "installed" started."""
-        if self.fail == "rollback" and self.previous is not None:
+        if self.failing == "rollback" and self.previous is not None:
             failed, self.model = self.model, self.previous
             self.rejected.add(failed.sha256)
             self.errors += 3
