@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,7 @@ def storm(fleet: Fleet, broker: Broker, mode: str, args: argparse.Namespace) -> 
         "back": len(back),
         "p50_s": round(percentile(back, 50), 2) if back else None,
         "p99_s": round(percentile(back, 99), 2) if len(back) >= 0.99 * args.sims else None,
+        "peak_connects_per_s": max(Counter(int(t) for t in back).values(), default=0),
         "broker_peak_cpu_pct": broker.peak_cpu,
         "broker_peak_rss_mb": broker.peak_rss_mb(),
         "refused_connects": stats["connect_failures"],

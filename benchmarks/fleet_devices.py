@@ -65,6 +65,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.status: dict[str, list[tuple[float, bytes]]] = {}
         self.agent_bytes: dict[str, int] = {}
+        self.agent_messages: dict[str, int] = {}
         self.started = time.time()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-recorder")
         self.client.reconnect_delay_set(1, 1)
@@ -84,6 +85,7 @@ class Recorder:
                 kind = parts[-1]
                 size = len(msg.topic) + len(msg.payload)
                 self.agent_bytes[kind] = self.agent_bytes.get(kind, 0) + size
+                self.agent_messages[kind] = self.agent_messages.get(kind, 0) + 1
 
     def online(self) -> int:
         with self.lock:
@@ -182,21 +184,29 @@ class Fleet:
         return None
 
     def bytes_per_day(self, decision_scale: float, day: float) -> dict[str, Any]:
-        """agent-00's MQTT topic+payload bytes, per day: decisions (events and the
-        state sent with each) scaled to the demo's rate; the rest as measured."""
+        """agent-00's MQTT bytes (topic + payload) per day: decisions (events and the
+        state sent with each) scaled to the demo's rate, telemetry as measured, the
+        keepalive; update and info traffic is per rollout, reported apart."""
         assert self.recorder is not None
         elapsed = time.time() - self.agents_started
         with self.recorder.lock:
-            measured = dict(self.recorder.agent_bytes)
-        decisions = measured.get("event", 0) + measured.get("state", 0)
-        other = sum(v for k, v in measured.items() if k not in ("event", "state"))
+            size, count = dict(self.recorder.agent_bytes), dict(self.recorder.agent_messages)
+        decisions = size.get("event", 0) + size.get("state", 0)
+        events_per_s = count.get("event", 0) * decision_scale / elapsed
         per_day = {
             "decisions": round(decisions * decision_scale * day / elapsed),
-            "telemetry_and_update": round(other * day / elapsed),
+            "telemetry": round(size.get("telemetry", 0) * day / elapsed),
             "keepalive": round(4 * day / 30),  # PINGREQ + PINGRESP, 2 bytes each, every 30 s
         }
-        return {**per_day, "total": sum(per_day.values()), "measured_s": round(elapsed),
-                "measured_bytes": measured}  # fmt: skip
+        return {
+            **per_day,
+            "total": sum(per_day.values()),
+            "demo_events_per_s": round(events_per_s, 2),
+            "bytes_per_event_with_state": round(decisions / max(1, count.get("event", 0))),
+            "measured_s": round(elapsed),
+            "measured_bytes": size,
+            "measured_messages": count,
+        }
 
     def _stop_sims(self) -> None:
         if self.sim is not None and self.sim.poll() is None:

@@ -188,7 +188,8 @@ class FleetSim:
         if device.update is not None:
             self._publish(device, "update", encode(device.update))
         if device.device not in self._next_poll:
-            self._next_poll[device.device] = time.monotonic() + self._interval()
+            # As the agent's update thread: a first check 0-5 s after start.
+            self._next_poll[device.device] = time.monotonic() + self.rng.uniform(0, 5)
 
     def _publish(self, device: SimDevice, suffix: str, payload: bytes, retain: bool = True) -> None:
         client = self.clients[device.device]

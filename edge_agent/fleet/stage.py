@@ -89,8 +89,7 @@ class StageTracker:
         if not wants:
             return
         outcome = self.outcomes[view.device] = Outcome(view.device, wants)
-        serving = {m.name for m in view.models.values() if self.plan.matches(m.name, m.sha256)}
-        if wants <= serving:
+        if wants <= self._serving(view):
             self._set(outcome, "committed", "already serving it", now)
             outcome.committed = set(wants)
             outcome.errors = dict(view.errors)
@@ -108,6 +107,11 @@ class StageTracker:
             self._update(outcome, view, change)
         elif change.kind == "status":
             self._status(outcome, change)
+        elif change.kind == "model" and self.plan.number == 0 and outcome.state == "pending":
+            # The return: a device that rolled back by itself serves the old model
+            # again and has nothing to install, hence no "committed" to report.
+            if outcome.wants <= self._serving(view):
+                self._set(outcome, "committed", "serving it again", change.ts)
         elif change.kind == "errors" and outcome.state == "committed":
             grown = int(change.value or 0) - outcome.errors.get(change.pipeline or "", 0)
             if grown > self.max_errors:
@@ -139,6 +143,9 @@ class StageTracker:
                 self._set(outcome, "offline", None, change.ts)
         elif change.value == "online" and outcome.state == "offline":
             self._set(outcome, "pending", None, change.ts)
+
+    def _serving(self, view: DeviceView) -> set[str]:
+        return {m.name for m in view.models.values() if self.plan.matches(m.name, m.sha256)}
 
     def _new_model(self, view: DeviceView, change: Change) -> bool:
         model = view.models.get(change.pipeline or "")
