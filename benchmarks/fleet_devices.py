@@ -70,7 +70,7 @@ class Recorder:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-recorder")
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = lambda c, *_: c.subscribe(
-            [("edge/+/status", 1), ("edge/agent-00/#", 1)]
+            [("edge/+/status", 0), ("edge/agent-00/#", 0)]
         )
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)

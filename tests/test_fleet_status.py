@@ -55,11 +55,11 @@ def fleet(tmp_path: Path, broker: Mosquitto) -> Iterator[FleetSim]:
             wait_for(lambda: len(sim.connected_at) == SIMS, 20, "simulated devices")
             yield sim
         finally:
-            sim.stop()
             for agent in agents:
                 agent.terminate()
             for agent in agents:
                 agent.wait(20)
+            sim.stop()
             watcher.close()
 
 

@@ -133,7 +133,10 @@ class FleetObserver:
                 log.error("fleet: the broker refused the connection: %s", rc)
                 return
             prefix = self.options.prefix
-            client.subscribe([(f"{prefix}/{topic}", 1) for topic in TOPICS])
+            # QoS 0: a broker sends the retained messages of a QoS 1 subscription
+            # through its per-client queue (mosquitto: 20 in flight + 1000 queued by
+            # default) and drops the rest; a fleet has far more.
+            client.subscribe([(f"{prefix}/{topic}", 0) for topic in TOPICS])
         except Exception:
             log.exception("fleet: error in the connect callback")
 
