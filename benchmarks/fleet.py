@@ -74,7 +74,7 @@ def rollout(broker: Broker, site: Site, manifest: Path, work: Path) -> dict[str,
          "--publish-dir", str(site.root), "--port", str(broker.port),
          "--db", str(work / "fleet.db"),
          "--stages", "5,25,100", "--min-devices", "20", "--max-failure", "0.05",
-         "--soak", "5s", "--stage-timeout", "60s", "--settle", "5s", "--json"],
+         "--soak", "5s", "--stage-timeout", "60s", "--settle", "10s", "--json"],
         check=False, timeout=400,
     )  # fmt: skip
     result = json.loads(done.stdout)

@@ -102,3 +102,12 @@ def test_the_return_counts_a_device_that_rolled_back_by_itself() -> None:
     devices["d0"].models["cam"] = Model("shapes", "1", OLD[:12])
     tracker.observe(devices["d0"], Change("d0", "model", 4.0, "cam", "shapes:1"))
     assert tracker.outcomes["d0"].state == "committed"
+
+
+def test_the_return_judges_no_health() -> None:
+    """A device that rolled back counted errors doing it: that is not a failure of
+    the return to the model it now serves."""
+    devices = {"d0": device("d0", OLD)}
+    tracker = StageTracker(StagePlan(0, 100.0, 5, None, {"shapes": OLD}), devices, 0.0)
+    tracker.observe(devices["d0"], Change("d0", "errors", 4.0, "cam", "3"))
+    assert tracker.outcomes["d0"].state == "committed"

@@ -52,6 +52,7 @@ class FleetObserver:
         self.options = options
         self.view = FleetView(options.prefix)
         self.messages = 0
+        self.retained = 0  # messages the broker sent from its retained store
         self._lock = threading.Lock()
         self._on_changes = on_changes
         self._subscribed = threading.Event()
@@ -87,13 +88,14 @@ class FleetObserver:
             )
 
     def settle(self, seconds: float, quiet: float = 0.5) -> None:
-        """Wait until retained messages stop arriving (no message for `quiet` s),
-        at most `seconds`: a big fleet's retained topics take a moment."""
+        """Wait until retained messages stop arriving (none for `quiet` s), at most
+        `seconds`: a big fleet's retained topics take a moment. Live messages do
+        not count: a busy fleet never goes quiet."""
         deadline = time.monotonic() + seconds
         last, since = -1, time.monotonic()
         while time.monotonic() < deadline:
-            if self.messages != last:
-                last, since = self.messages, time.monotonic()
+            if self.retained != last:
+                last, since = self.retained, time.monotonic()
             elif time.monotonic() - since >= quiet:
                 return
             time.sleep(0.05)
@@ -150,6 +152,7 @@ class FleetObserver:
         try:
             with self._lock:
                 self.messages += 1
+                self.retained += 1 if message.retain else 0
                 changes = self.view.apply(message.topic, bytes(message.payload), time.time())
             if changes and self._on_changes is not None:
                 self._on_changes(changes)

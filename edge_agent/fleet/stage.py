@@ -103,6 +103,8 @@ class StageTracker:
             return
         if outcome.state in ("failed", "skipped"):
             return
+        if self.plan.number == 0 and change.kind not in {"update", "model"}:
+            return  # the return judges no health: the errors of a rollback are expected
         if change.kind == "update":
             self._update(outcome, view, change)
         elif change.kind == "status":
