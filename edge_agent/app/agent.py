@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
 from edge_agent.app import telemetry, wiring
+from edge_agent.app.fleet_wiring import FleetPresence
 from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
 from edge_agent.app.statelock import StateDirLock
 from edge_agent.app.supervision import Supervisor
@@ -92,6 +93,7 @@ class Agent:
         self.publisher.on_ack(self.dispatcher.on_ack)
         self.store = self._build_store()
         self.pipelines = self._build_pipelines()
+        self.fleet = FleetPresence(settings, self.publisher, self.pipelines, self.store)
         self.updater = self._build_updater()
         self.discovery = self._build_discovery()
         self.threads = Supervisor(self.heartbeats)  # by name
@@ -118,10 +120,13 @@ class Agent:
         topics = wiring.topics_for(self.settings)
 
         def publish(status: dict[str, Any]) -> None:
-            self.publisher.publish(topics.update, encode(status), qos=1, retain=True)
+            payload = encode(status)
+            self.publisher.publish(topics.update, payload, qos=1, retain=True)
+            self.fleet.update_reported(payload, status["state"])  # info, and again on connect
 
         updater = update_wiring.build_manager(self.settings, self.store, self.pipelines, publish)
         self.publisher.on_command(topics.command("update"), lambda _payload: updater.check_now())
+        self.fleet.listen_for_nudges(updater.check_now)
         return updater
 
     def _build_discovery(self) -> ha.Discovery:
@@ -346,6 +351,7 @@ class Agent:
                 self.outbox.stats().depth,
             )
         self.discovery.cancel()
+        self.fleet.cancel()
         self.publisher.stop(timeout=2.0)
         self.outbox.close()
         self.state_lock.release()

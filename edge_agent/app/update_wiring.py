@@ -55,6 +55,7 @@ def build_manager(
         probation_inferences=u.probation_inferences,
         probation_seconds=u.probation_seconds,
         max_manifest_bytes=u.max_manifest_bytes,
+        tags=dict(settings.fleet.tags),
     )
     return UpdateManager(
         options,

@@ -54,6 +54,8 @@ def mqtt_options(settings: cfg.Settings) -> MqttOptions:
         reconnect_min=m.reconnect_min,
         reconnect_max=m.reconnect_max,
         max_inflight=settings.outbox.inflight,
+        first_retry_window=m.first_retry_window,
+        will_delay=m.will_delay,
     )
 
 

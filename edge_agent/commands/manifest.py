@@ -98,6 +98,11 @@ def _add_create(actions: Any) -> None:
     create.add_argument("--model-version", **repeat, metavar="NAME=V", help="(default: N)")
     create.add_argument("--labels", **repeat, metavar="NAME=PATH", help="labels file of a model")
     create.add_argument("--golden", **repeat, metavar="NAME=INPUT:TOP1", help="self-test input")
+    create.add_argument(
+        "--target-tags", **repeat, metavar="NAME:KEY=V1,V2", help="only devices with these tags"
+    )
+    create.add_argument("--pin", **repeat, metavar="NAME=ID", help="this device always takes it")
+    create.add_argument("--exclude", **repeat, metavar="NAME=ID", help="this device never does")
     create.add_argument("--rollout-percent", type=float, metavar="P", help="share of devices")
     create.add_argument("--rollout-salt", metavar="S", help="a new salt picks other devices")
     create.add_argument("-o", "--output", type=Path, default=Path("manifest.json"), metavar="PATH")
@@ -168,7 +173,38 @@ def _model_documents(args: argparse.Namespace) -> list[dict[str, object]]:
         if not path or not top1:
             raise ConfigError(f"--golden {name}={golden}: expected NAME=INPUT:TOP1")
         entries[name]["golden"] = {"input": _describe(Path(path), args.base_url), "top1": top1}
+    for name, targets in _targets(args, entries).items():
+        entries[name]["targets"] = targets
     return list(entries.values())
+
+
+def _targets(args: argparse.Namespace, known: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each model's `targets` from --target-tags, --pin and --exclude (repeatable;
+    the manifest parser checks names and values afterwards)."""
+    targets: dict[str, dict[str, Any]] = {}
+
+    def of(option: str, value: str, separator: str) -> tuple[dict[str, Any], str]:
+        name, _, rest = value.partition(separator)
+        if not name or not rest:
+            raise ConfigError(f"{option} {value}: expected NAME{separator}...")
+        if name not in known:
+            raise ConfigError(f"{option} {value}: no model named {name!r} ({', '.join(known)})")
+        return targets.setdefault(name, {}), rest
+
+    for value in args.target_tags:
+        entry, rest = of("--target-tags", value, ":")
+        key, _, values = rest.partition("=")
+        if not key or not values:
+            raise ConfigError(f"--target-tags {value}: expected NAME:KEY=V1,V2")
+        entry.setdefault("tags", {}).setdefault(key, []).extend(values.split(","))
+    for option, field, values in (
+        ("--pin", "devices", args.pin),
+        ("--exclude", "exclude", args.exclude),
+    ):
+        for value in values:
+            entry, device = of(option, value, "=")
+            entry.setdefault(field, []).append(device)
+    return targets
 
 
 def _pairs(

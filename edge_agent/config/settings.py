@@ -14,7 +14,15 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
@@ -26,6 +34,7 @@ from edge_agent.errors import ConfigError
 # string, which pydantic converts to an int but never to a literal.
 Qos = Annotated[int, Field(ge=0, le=2)]
 DAY = 86_400.0
+FleetTagValue = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
 class Strict(BaseModel):
@@ -83,11 +92,22 @@ class MqttSettings(Strict):
     reconnect_max: float = Field(
         60.0, gt=0, le=3600, description="longest reconnect delay, seconds"
     )
+    first_retry_window: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="seconds the first reconnect after a drop is spread over (full jitter)",
+    )
+    will_delay: int = Field(
+        30, ge=0, le=86_400, description="seconds the broker waits before the `offline` will"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> MqttSettings:
         if self.reconnect_min > self.reconnect_max:
             raise ValueError("reconnect_min must not exceed reconnect_max")
+        if self.first_retry_window > self.reconnect_max:
+            raise ValueError("first_retry_window must not exceed reconnect_max")
         if self.password is not None and self.password_file is not None:
             raise ValueError("password and password_file are mutually exclusive")
         if self.password_file is not None and not self.username:
@@ -138,6 +158,9 @@ class UpdateSettings(Strict):
     probation_seconds: float = Field(
         300.0, gt=0, le=30 * DAY, description="or this long without errors"
     )
+    nudge_jitter: float = Field(
+        60.0, ge=0, le=DAY, description="seconds a fleet-wide nudge's check is spread over"
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> UpdateSettings:
@@ -153,6 +176,21 @@ class UpdateSettings(Strict):
         ):
             raise ValueError("manifest_url must be https:// (or http:// with allow_http = true)")
         return self
+
+
+TAG_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_TAGS = 16
+
+
+class FleetSettings(Strict):
+    """The `[fleet]` table: operator tags, published on `info` and matched by a
+    manifest's `targets`."""
+
+    tags: dict[Annotated[str, StringConstraints(pattern=TAG_KEY)], FleetTagValue] = Field(
+        default_factory=dict,
+        max_length=MAX_TAGS,
+        description='e.g. {site = "lab", hw = "pi4"}',
+    )
 
 
 class HomeAssistantSettings(Strict):
@@ -391,6 +429,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = OutboxSettings()
     update: UpdateSettings = UpdateSettings()
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+    fleet: FleetSettings = FleetSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     runtime: RuntimeSettings = RuntimeSettings()
     pipelines: list[PipelineSettings] = Field(min_length=1)

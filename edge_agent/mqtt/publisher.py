@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.errors import PublishError
 from edge_agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, Topics
+from edge_agent.util.backoff import Backoff, BackoffOptions
 from edge_agent.util.logs import RateLimitedLog
 from edge_agent.util.tls import MqttTls
 from edge_agent.util.tls import apply as apply_tls
@@ -36,6 +36,9 @@ AckHandler = Callable[[int, ReasonCode | None], None]
 # QoS 2 messages beyond its default max_inflight_messages, 20.
 MQTT5_DEFAULT_QUOTA = 65_535
 MQTT311_QUOTA = 20
+# A session must outlive the will delay, or the broker ends it (and sends the will)
+# at the drop; never shorter than a minute, so a short drop keeps it.
+MIN_SESSION_EXPIRY = 60
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,13 @@ class MqttOptions:
     reconnect_min: float = 1.0
     reconnect_max: float = 60.0
     max_inflight: int = 100
+    first_retry_window: float = 0.0  # seconds the first retry after a drop is spread over
+    will_delay: int = 0  # MQTT 5 Will Delay Interval, seconds; 0: `offline` at once
+
+    @property
+    def session_expiry(self) -> int:
+        """The Session Expiry Interval sent on CONNECT (MQTT 5): 0 without a will delay."""
+        return max(self.will_delay, MIN_SESSION_EXPIRY) if self.will_delay > 0 else 0
 
 
 @dataclass
@@ -91,10 +101,18 @@ class MqttPublisher:
         self.stats = PublisherStats()
         self.connected = threading.Event()
         self._on_ack: AckHandler | None = None
-        self._commands: dict[str, Callable[[bytes], None]] = {}
+        self._commands: dict[str, Callable[[bytes], object]] = {}
         self._stopping = False
         self._v5 = options.protocol == "5"
         self._quota = MQTT5_DEFAULT_QUOTA if self._v5 else MQTT311_QUOTA
+        self._connected_hooks: list[Callable[[], None]] = []
+        self._backoff = Backoff(
+            BackoffOptions(
+                base=options.reconnect_min,
+                cap=options.reconnect_max,
+                first_window=min(options.first_retry_window, options.reconnect_max),
+            )
+        )
         self._client = self._build_client()
 
     def _build_client(self) -> mqtt.Client:
@@ -115,12 +133,13 @@ class MqttPublisher:
         if opts.username:
             client.username_pw_set(opts.username, opts.password)
         apply_tls(client, opts.tls)  # ConfigError for unusable certificate or key files
-        client.will_set(opts.topics.status, STATUS_OFFLINE, qos=1, retain=True)
-        # paho doubles the delay without jitter; a random start spreads a fleet's
-        # reconnects after a broker restart.
-        first = opts.reconnect_min * random.uniform(1.0, 2.0)  # noqa: S311 - not crypto
-        longest = max(1, math.ceil(opts.reconnect_max))
-        client.reconnect_delay_set(min(max(1, math.ceil(first)), longest), longest)
+        will = None
+        if v5 and opts.will_delay > 0:  # a short drop must not flip the device offline
+            will = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
+            will.WillDelayInterval = opts.will_delay
+        client.will_set(opts.topics.status, STATUS_OFFLINE, qos=1, retain=True, properties=will)
+        # paho doubles the delay without jitter, so a fleet that lost its broker
+        # together would retry together: each wait is drawn by _retry_later instead.
         client.max_inflight_messages_set(min(opts.max_inflight, self._quota))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -133,7 +152,13 @@ class MqttPublisher:
         message; it must be quick and take no lock a publishing thread holds."""
         self._on_ack = handler
 
-    def on_command(self, topic: str, handler: Callable[[bytes], None]) -> None:
+    def on_connected(self, handler: Callable[[], None]) -> None:
+        """Call `handler()` on paho's thread after every (re)connect, once `online` is
+        queued: re-publish retained topics a restarted broker may have lost. It must
+        be quick; an exception is logged and the other handlers still run."""
+        self._connected_hooks.append(handler)
+
+    def on_command(self, topic: str, handler: Callable[[bytes], object]) -> None:
         """Subscribe to `topic` (again after every reconnect) and call `handler(payload)`
         on paho's thread; it must be quick (set an event, no blocking work)."""
         self._commands[topic] = handler
@@ -152,7 +177,14 @@ class MqttPublisher:
         opts = self.options
         kwargs: dict[str, Any] = {"keepalive": opts.keepalive}
         if opts.protocol == "5":
+            # Still a clean start (see _build_client): the broker drops any older
+            # session at connect. The expiry only keeps this one alive across a
+            # short drop, so the delayed will can be cancelled by the reconnect.
             kwargs["clean_start"] = True
+            if opts.session_expiry > 0:
+                connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                connect.SessionExpiryInterval = opts.session_expiry
+                kwargs["properties"] = connect
         try:
             self._client.connect_async(opts.host, opts.port, **kwargs)
         except (OSError, ValueError) as exc:
@@ -231,15 +263,31 @@ class MqttPublisher:
                 min(self.options.max_inflight, self._quota),
             )
             self.stats.add(connects=1)
+            self._backoff.reset()
             self.connected.set()
             self._send(self.options.topics.status, STATUS_ONLINE, 1, True)
             for topic in self._commands:
                 self._client.subscribe(topic, qos=1)
         except Exception:
             log.exception("error in MQTT connect callback")
+        self._run_connected_hooks()
+
+    def _run_connected_hooks(self) -> None:
+        for hook in self._connected_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("error re-publishing after connecting (%s)", hook)
+
+    def _retry_later(self, client: mqtt.Client) -> None:
+        """Set paho's next wait to a full-jitter draw (util/backoff.py); paho waits
+        right after the connect-fail or disconnect callback that calls this."""
+        delay = self._backoff.next_delay()
+        client.reconnect_delay_set(delay, delay)  # type: ignore[arg-type]
 
     def _on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
         try:
+            self._retry_later(self._client)
             limited.warning("connect", "cannot reach broker %s; retrying", self._where())
         except Exception:
             log.exception("error in MQTT connect-fail callback")
@@ -248,6 +296,8 @@ class MqttPublisher:
         try:
             was_connected = self.connected.is_set()
             self.connected.clear()
+            if not self._stopping:
+                self._retry_later(self._client)
             if self._stopping:
                 log.info("disconnected from %s", self._where())
             elif was_connected:

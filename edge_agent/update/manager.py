@@ -11,8 +11,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,12 @@ from edge_agent.model.runtime import Model
 from edge_agent.mqtt.payloads import ModelInfo, utc_timestamp
 from edge_agent.pipeline.policy import Policy
 from edge_agent.update import release
-from edge_agent.update.manifest import Manifest, ModelEntry, in_rollout, resolve_url
+from edge_agent.update.manifest import Manifest, ModelEntry, resolve_url
 from edge_agent.update.probation import Probation
 from edge_agent.update.protocols import Fetch, Target, Validators
 from edge_agent.update.selftest import self_test
 from edge_agent.update.store import InstalledModel, ModelStore
+from edge_agent.update.targeting import rollout_bucket, selected
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class UpdateOptions:
     # uploads): checked again this soon (seconds, random in the range), this often.
     mismatch_retry: tuple[float, float] = (10.0, 60.0)
     mismatch_retries: int = 3
+    tags: Mapping[str, str] = field(default_factory=dict)  # fleet.tags, for `targets`
 
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -164,17 +166,33 @@ class UpdateManager:
             # The trusted version again: only its exact bytes are. Other content
             # under the same number is a re-publication without a new version, or
             # a second manifest from the signer; either way set_trusted refuses it.
-            self._store.set_trusted(manifest.version, manifest.raw_sha256)
+            self._trust(manifest)
             self._store.set_etag(validators.etag, validators.last_modified)
             return self._report("up_to_date")
-        if not in_rollout(self.options.device_id, manifest.rollout):
+        mine = [e for e in manifest.models if e.name in self._targets]
+        chosen = [e for e in mine if self._selected(manifest, e)]
+        if mine and not chosen:
+            # Not trusted: a later manifest may select this device (a new salt, a
+            # wider percent). The ETag makes polls of this one a 304 meanwhile.
+            self._store.set_etag(validators.etag, validators.last_modified)
             return self._report(
                 "skipped", "this device is not in the rollout group", manifest=manifest
             )
-        installed = [self._apply(manifest, e) for e in manifest.models if e.name in self._targets]
-        self._store.set_trusted(manifest.version, manifest.raw_sha256)
+        installed = [self._apply(manifest, e) for e in chosen]
+        self._trust(manifest)
         self._store.set_etag(validators.etag, validators.last_modified)
         return self._report("installed" if any(installed) else "up_to_date", manifest=manifest)
+
+    def _selected(self, manifest: Manifest, entry: ModelEntry) -> bool:
+        """Percent, tags, pinned and excluded ids (targeting.py) for this device."""
+        rollout = manifest.rollout
+        bucket = None if rollout is None else rollout_bucket(rollout.salt, self.options.device_id)
+        percent = None if rollout is None else rollout.percent
+        return selected(entry.targets, self.options.device_id, self.options.tags, bucket, percent)
+
+    def _trust(self, manifest: Manifest) -> None:
+        self._store.set_trusted(manifest.version, manifest.raw_sha256)
+        self._store.set_rollout_salt(manifest.rollout.salt if manifest.rollout else None)
 
     def _apply(self, manifest: Manifest, entry: ModelEntry) -> bool:
         """Install and swap in one model; False when it is already the one serving."""

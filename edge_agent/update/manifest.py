@@ -18,7 +18,8 @@ The manifest, spec_version 1:
                             "top1": "circle"}}],
      "rollout": {"percent": 50, "salt": "..."}}
 
-`labels`, `golden` and `rollout` are optional (absent or null). Rules, each
+`labels`, `golden`, `targets` (see `edge_agent.update.targeting`) and `rollout`
+are optional (absent or null). Rules, each
 violation a `ManifestError` naming the field (`models[0].url: ...`):
 
 - UTF-8 JSON; duplicate keys, NaN/Infinity and unknown fields are rejected (a
@@ -72,6 +73,7 @@ from edge_agent.errors import (
     SignatureError,
 )
 from edge_agent.update.keys import key_id
+from edge_agent.update.targeting import Targets, parse_targets
 
 SPEC_VERSION = 1
 MAX_FILE_LENGTH = 2 * 1024**3
@@ -126,6 +128,7 @@ class ModelEntry:
     labels: FileRef | None
     golden_input: FileRef | None
     golden_top1: str | None
+    targets: Targets | None = None  # which devices take it (targeting.py); None: all
 
     def refs(self) -> Iterator[tuple[str, FileRef]]:
         """Every file this entry points at, with its field name, to fetch or check."""
@@ -543,7 +546,7 @@ def _models(value: object) -> tuple[ModelEntry, ...]:
 
 def _model(value: object, where: str) -> ModelEntry:
     obj = _object(value, where)
-    optional = ("labels", "golden", "encryption")
+    optional = ("labels", "golden", "encryption", "targets")
     _check_fields(obj, where, ("name", "version", *_FILE_FIELDS), optional)
     labels = obj.get("labels")
     golden_input, golden_top1 = _golden(obj.get("golden"), _path(where, "golden"))
@@ -556,6 +559,7 @@ def _model(value: object, where: str) -> ModelEntry:
         else _file_object(labels, _path(where, "labels"), encrypted=True),
         golden_input=golden_input,
         golden_top1=golden_top1,
+        targets=parse_targets(obj.get("targets"), _path(where, "targets")),
     )
 
 

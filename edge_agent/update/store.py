@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = 1
 STATE_FILE = "state.json"
+ROLLOUT_FILE = "rollout.json"
 MODEL_SUFFIX = ".tflite"
 LABELS_SUFFIX = ".labels.txt"
 REJECTED_KEPT = 32  # bounded: a server re-offering bad bytes must not grow the state forever
@@ -408,3 +409,22 @@ class ModelStore:
             path.unlink(missing_ok=True)
         except OSError:
             log.exception("cannot remove %s", path)
+
+    # The trusted manifest's rollout salt, kept beside state.json (not in it) so
+    # the device can publish its bucket after a restart that polls only a 304.
+
+    def rollout_salt(self) -> str | None:
+        try:
+            value = json.loads((self._root / ROLLOUT_FILE).read_bytes()).get("salt")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, AttributeError) as exc:
+            log.warning("update: %s is unreadable (%s); no rollout bucket", ROLLOUT_FILE, exc)
+            return None
+        return value if isinstance(value, str) and value else None
+
+    def set_rollout_salt(self, salt: str | None) -> None:
+        try:
+            atomic_write(self._root / ROLLOUT_FILE, json.dumps({"salt": salt}).encode())
+        except OSError as exc:
+            raise UpdateError(f"cannot persist the rollout salt: {exc}") from exc
