@@ -71,6 +71,7 @@ state_dir = "{state}"
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+{mqtt_extra}
 
 [telemetry]
 interval = 0
@@ -82,6 +83,10 @@ allow_http = true
 keys = ["{key}"]
 interval = 3600
 probation_inferences = 5
+{update_extra}
+
+[fleet]
+tags = {tags}
 
 [[pipelines]]
 name = "vibration"
@@ -112,18 +117,31 @@ off_state = "normal"
 
 
 def agent_config(
-    directory: Path, device: str, port: int, manifest_url: str, key: Path, rate: int = 320
+    directory: Path,
+    device: str,
+    port: int,
+    manifest_url: str,
+    key: Path,
+    rate: int = 320,
+    *,
+    replays: int = 10,
+    tags: dict[str, str] | None = None,
+    mqtt_extra: str = "",
+    update_extra: str = "",
 ) -> Path:
     """A real agent's config: the bundled vibration model on the sample CSV, replayed
-    ten times at `rate` samples/s, with updates from `manifest_url`."""
+    `replays` times at `rate` samples/s, with updates from `manifest_url`; extra
+    `[mqtt]` and `[update]` lines and `fleet.tags`."""
     directory.mkdir(parents=True, exist_ok=True)
     csv = directory / "vibration.csv"
-    csv.write_text((DEMO_MODELS / "samples" / "vibration.csv").read_text() * 10)
+    csv.write_text((DEMO_MODELS / "samples" / "vibration.csv").read_text() * replays)
+    tag_table = "{" + ", ".join(f"{k} = {json.dumps(v)}" for k, v in (tags or {}).items()) + "}"
     path = directory / "config.toml"
     path.write_text(
         AGENT_CONFIG.format(
             device=device, state=directory / "state", port=port, manifest_url=manifest_url,
-            key=key, model=VIBRATION, csv=csv, rate=rate,
+            key=key, model=VIBRATION, csv=csv, rate=rate, tags=tag_table,
+            mqtt_extra=mqtt_extra, update_extra=update_extra,
         ),
         encoding="utf-8",
     )  # fmt: skip

@@ -387,3 +387,57 @@ def test_the_source_kinds_are_the_sources_own_list() -> None:
 
     assert kinds(CameraSource) == set(CAMERA_KINDS)
     assert kinds(SensorSource) == set(SENSOR_KINDS)
+
+
+# -- fleet settings (issue #17) ------------------------------------------------
+
+
+def test_fleet_tags_and_their_defaults(env: pytest.MonkeyPatch, config: Path) -> None:
+    settings = load(config)
+    assert settings.fleet.tags == {}
+    assert (settings.mqtt.will_delay, settings.mqtt.first_retry_window) == (30, 10.0)
+    assert settings.update.nudge_jitter == 60.0
+    text = CONFIG + '\n[fleet]\ntags = {site = "lab", "hw.rev" = "pi4-b"}\n'
+    assert load(config, text).fleet.tags == {"site": "lab", "hw.rev": "pi4-b"}
+
+
+def test_a_fleet_tag_from_the_environment(env: pytest.MonkeyPatch, config: Path) -> None:
+    env.setenv("EDGE_AGENT_FLEET__TAGS", '{"site": "depot"}')
+    assert load(config).fleet.tags == {"site": "depot"}
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ('{"-site" = "lab"}', "fleet.tags.-site.[key]: String should match pattern"),
+        ('{site = ""}', "fleet.tags.site: String should have at least 1 character"),
+        ('{site = "' + "x" * 257 + '"}', "fleet.tags.site: String should have at most 256"),
+        ("{" + ", ".join(f"k{i} = 'v'" for i in range(17)) + "}", "fleet.tags: Dictionary"),
+    ],
+)
+def test_bad_fleet_tags_are_refused_with_their_key(
+    env: pytest.MonkeyPatch, config: Path, tags: str, expected: str
+) -> None:
+    config.write_text(CONFIG + f"\n[fleet]\ntags = {tags}\n", encoding="utf-8")
+    assert expected in refused(config)
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "expected"),
+    [
+        ("mqtt", "first_retry_window = 61", "first_retry_window must not exceed reconnect_max"),
+        ("mqtt", "first_retry_window = -1", "mqtt.first_retry_window: Input should be greater"),
+        ("mqtt", "will_delay = 86401", "mqtt.will_delay: Input should be less than or equal"),
+        ("update", "nudge_jitter = -1", "update.nudge_jitter: Input should be greater"),
+    ],
+)
+def test_fleet_timing_bounds(
+    env: pytest.MonkeyPatch, config: Path, table: str, line: str, expected: str
+) -> None:
+    text = (
+        CONFIG.replace("[mqtt]\n", "[mqtt]\n" + line + "\n")
+        if table == "mqtt"
+        else (CONFIG + f"\n[update]\n{line}\n")
+    )
+    config.write_text(text, encoding="utf-8")
+    assert expected in refused(config)
