@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent import __version__
 from edge_agent.cli import main as edge_agent
 from edge_agent.devtools.fleetsim import FleetSim, SimOptions
 from tests.broker import Mosquitto
@@ -36,7 +37,8 @@ def fleet(tmp_path: Path, broker: Mosquitto) -> Iterator[FleetSim]:
         agents = [
             subprocess.Popen(
                 [sys.executable, "-m", "edge_agent", "run", "--config",
-                 str(agent_config(tmp_path / name, name, broker.port, url, site.public))],
+                 str(agent_config(tmp_path / name, name, broker.port, url, site.public,
+                                  tags={"site": "lab", "agent": name}))],
                 cwd=PROJECT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             for name in AGENTS
@@ -85,11 +87,13 @@ def test_status_shows_every_device_with_models_updates_and_info_where_published(
         assert agent["online"] is True
         assert agent["models"]["vibration"]["name"] == "vibration"
         assert agent["update"]["state"] == "committed"
+        # What the real agent publishes on its retained info topic.
+        assert agent["agent"] == __version__
+        assert agent["tags"] == {"site": "lab", "agent": name}
     for device in fleet.devices:
         sim = devices[device.device]
         assert sim["online"] is True
         assert sim["models"]["vibration"]["sha256"] == device.model.sha256[:12]
-        # The simulated devices publish info (the real agent will once it is wired).
         assert sim["agent"] is not None
         assert sim["tags"] == device.tags
     assert status["summary"]["vibration:1"] == {"devices": 7, "online": 7}

@@ -13,6 +13,7 @@ from typing import Any, get_args
 
 import pytest
 
+from edge_agent.app.wiring import mqtt_options
 from edge_agent.config.kinds import CAMERA_KINDS, SENSOR_KINDS
 from edge_agent.config.settings import (
     CameraSource,
@@ -441,3 +442,13 @@ def test_fleet_timing_bounds(
     )
     config.write_text(text, encoding="utf-8")
     assert expected in refused(config)
+
+
+def test_the_default_first_retry_window_fits_a_short_reconnect_max(
+    env: pytest.MonkeyPatch, config: Path
+) -> None:
+    text = CONFIG.replace("[mqtt]\n", "[mqtt]\nreconnect_min = 1\nreconnect_max = 2\n")
+    settings = load(config, text)
+    assert (settings.mqtt.first_retry_window, settings.mqtt.reconnect_max) == (10.0, 2.0)
+    # What the publisher is given: the first retry spread over at most reconnect_max.
+    assert mqtt_options(settings).first_retry_window == 2.0

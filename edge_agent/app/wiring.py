@@ -54,7 +54,7 @@ def mqtt_options(settings: cfg.Settings) -> MqttOptions:
         reconnect_min=m.reconnect_min,
         reconnect_max=m.reconnect_max,
         max_inflight=settings.outbox.inflight,
-        first_retry_window=m.first_retry_window,
+        first_retry_window=min(m.first_retry_window, m.reconnect_max),
         will_delay=m.will_delay,
     )
 

@@ -96,7 +96,7 @@ class MqttSettings(Strict):
         10.0,
         ge=0,
         le=3600,
-        description="seconds the first reconnect after a drop is spread over (full jitter)",
+        description="seconds the first retry after a drop is spread over (<= reconnect_max)",
     )
     will_delay: int = Field(
         30, ge=0, le=86_400, description="seconds the broker waits before the `offline` will"
@@ -106,7 +106,11 @@ class MqttSettings(Strict):
     def _consistent(self) -> MqttSettings:
         if self.reconnect_min > self.reconnect_max:
             raise ValueError("reconnect_min must not exceed reconnect_max")
-        if self.first_retry_window > self.reconnect_max:
+        # Left at its default, the window shrinks to a shorter reconnect_max (the
+        # publisher clamps it); set explicitly beyond it is a mistake worth naming.
+        if "first_retry_window" in self.model_fields_set and (
+            self.first_retry_window > self.reconnect_max
+        ):
             raise ValueError("first_retry_window must not exceed reconnect_max")
         if self.password is not None and self.password_file is not None:
             raise ValueError("password and password_file are mutually exclusive")
