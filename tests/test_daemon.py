@@ -75,7 +75,12 @@ def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_last_will_says_offline_when_the_agent_is_killed(broker: Mosquitto, tmp_path: Path) -> None:
     sub = Subscriber(broker.port, "edge/dev1/status")
-    agent = start("run", "--config", write_config(tmp_path, broker.port))
+    config = write_config(tmp_path, broker.port)
+    # Without a will delay (the default 30 s is tested in test_fleet_device.py).
+    config.write_text(
+        config.read_text().replace("keepalive = 5\n", "keepalive = 5\nwill_delay = 0\n")
+    )
+    agent = start("run", "--config", config)
     try:
         sub.wait_for(lambda s: any(m.payload == b"online" for m in s.messages))
         agent.send_signal(signal.SIGKILL)
