@@ -5,6 +5,7 @@ restart without persistence gets back, and the fleet nudge's jitter."""
 from __future__ import annotations
 
 import re
+from functools import partial
 import signal
 import subprocess
 import sys
@@ -113,7 +114,7 @@ def test_tag_targeting_takes_the_update_on_lab_and_skips_it_on_prod(
                   update_extra="nudge_jitter = 1")  # fmt: skip
         try:
             for device in ("lab-1", "prod-1"):
-                wait_for(lambda d=device: has_update(watcher, d, "committed"), 50, f"{device} v1")
+                wait_for(partial(has_update, watcher, device, "committed"), 50, f"{device} v1")
             # Version 2 of the model, for site=lab only, signed like everything else.
             model = site.root / f"{NAME}-2.tflite"
             cli(["manifest", "create", str(model), "--name", f"{NAME}={model}",
@@ -251,7 +252,7 @@ def test_a_fleet_nudge_makes_each_agent_check_within_the_jitter(
         ]
         try:
             for d in devices:  # the start-up check, then nothing for an hour
-                wait_for(lambda d=d: has_update(watcher, d, "installed"), 50, f"{d} checked")  # type: ignore[misc]
+                wait_for(partial(has_update, watcher, d, "installed"), 50, f"{d} checked")
             before = http.count("/manifest.json")
             mqtt_publish.single("edge/fleet/cmd/update", b'{"v": 1}', qos=1,
                                 hostname="127.0.0.1", port=broker.port)  # fmt: skip
