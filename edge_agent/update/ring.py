@@ -106,25 +106,31 @@ class DeviceKeyring:
             )
         device, member = self._device, key_id(self._device)
         by_url = {group_file_url(group, member): group for group in groups}
-        fetched: dict[str, tuple[GroupRef, bytes]] = {}
+        answers: dict[str, bytes | None] = {}  # the model's and the labels' groups are one
 
         def group_file(url: str) -> bytes | None:
-            group = by_url[url]
-            cached = self._groups.get(group.key_id, member) if self._groups else None
-            if cached is not None and cached.public_key == group.public_key:
-                return cached.data
-            data = fetch(url)
-            if data is not None:
-                fetched[group.key_id] = (group, data)
-            return data
+            if url not in answers:
+                answers[url] = self._group_file(by_url[url], member, url, fetch)
+            return answers[url]
 
         ring: dict[str, X25519PrivateKey] = {}
         for encryption in encryptions:
             ring.update(device_keyring(encryption, device, groups, group_file))
-        for group, data in fetched.values():
-            if group.key_id in ring and self._groups is not None:
+        for url, data in answers.items():
+            group = by_url[url]
+            if data is not None and group.key_id in ring and self._groups is not None:
                 self._groups.save(group.name, group.key_id, group.public_key, member, data)
         return ring
+
+    def _group_file(
+        self, group: GroupRef, member: str, url: str, fetch: FetchGroupFile
+    ) -> bytes | None:
+        """From the cache when this device has it (a restart, the next release to
+        the same group key), else from the server."""
+        cached = self._groups.get(group.key_id, member) if self._groups else None
+        if cached is not None and cached.public_key == group.public_key:
+            return cached.data
+        return fetch(url)
 
 
 def open_file(data: bytes, ref: FileRef, ring: Keyring | None) -> bytes:

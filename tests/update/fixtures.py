@@ -110,6 +110,31 @@ class Site:
         cli(["manifest", "sign", str(self.manifest), "--key", str(self.keys / f"{key}.pem")])
         return "/" + path.name
 
+    def publish_encrypted(
+        self,
+        model: bytes,
+        version: int,
+        recipients: Path,
+        *options: str,
+        key: str = "key",
+        labels: bytes | None = None,
+    ) -> str:
+        """`publish` with `manifest create --encrypt --recipients`: the plaintext stays
+        in `plain/` beside the site, the site gets the .enc files and the group key
+        files; returns the encrypted model's URL path."""
+        plain = self.root.parent / "plain"
+        plain.mkdir(exist_ok=True)
+        path = plain / f"{NAME}-{version}.tflite"
+        path.write_bytes(model)
+        if labels is not None:
+            (plain / f"{NAME}-{version}.labels.txt").write_bytes(labels)
+            options = (*options, "--labels", f"{NAME}={plain / f'{NAME}-{version}.labels.txt'}")
+        create = ["manifest", "create", str(path), "--name", f"{NAME}={path}"]
+        encrypt = ["--encrypt", "--recipients", str(recipients)]
+        cli([*create, "--version", str(version), "-o", str(self.manifest), *encrypt, *options])
+        cli(["manifest", "sign", str(self.manifest), "--key", str(self.keys / f"{key}.pem")])
+        return "/" + path.name + ".enc"
+
     def edit(self, change: Callable[[dict[str, Any]], None], key: str = "key") -> None:
         """Rewrite the manifest's JSON and sign it without the CLI, which refuses
         to write or sign what a device would reject."""
