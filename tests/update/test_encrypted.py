@@ -182,6 +182,34 @@ def test_a_restart_loads_the_stored_ciphertext_without_the_network(
     assert again.manager._targets[NAME].load(current.path).sha256 == sha256(V2)
 
 
+def test_a_rollback_restores_the_previous_ciphertext_under_its_old_group_key(
+    site: Site, server: StaticServer, fleet: Fleet, devices: Callable[..., Device]
+) -> None:
+    key = fleet.enroll("dev1")
+    site.publish_encrypted(V2, 2, fleet.recipients, labels=LABELS)
+    device = devices(key)
+    assert device.check() == "installed"
+    commit(device)
+    (fleet.group / "group-key.pem").unlink()  # the operator rotates the group key
+    site.publish_encrypted(V3, 3, fleet.recipients, labels=b"a\nb\nc\n")
+    assert device.check() == "installed"
+    assert decision(device) == "b"
+    device.pipeline.stats.model_errors += 1  # it failed on probation
+    device.manager.watch_probation()
+    assert device.states()[-1] == "rolled_back"
+    assert device.pipeline.model.sha256 == sha256(V2)  # decrypted with the cached old group key
+    assert decision(device) == "ball"  # and its labels too
+    assert len(list((device.root / "groups").iterdir())) == 2
+
+    # The same model encrypted anew is still the model that was rolled back.
+    path = site.publish_encrypted(V3, 4, fleet.recipients, labels=b"a\nb\nc\n")
+    assert device.check() == "up_to_date"
+    rejected = device.reports[-2]
+    assert rejected["reason"] == "this model was rolled back on this device before"
+    assert rejected["model"]["sha256"] == sha256(V3)[:12]
+    assert server.count(path) == 0
+
+
 # -- who may open it --------------------------------------------------------------------
 
 
