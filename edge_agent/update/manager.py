@@ -194,8 +194,8 @@ class UpdateManager:
         target = self._targets[entry.name]
         sha256 = model_sha256(entry.file)
         current = self._store.current(entry.name)
-        if current is not None and current.sha256 == sha256:
-            return False
+        if current is not None and current.sha256 == sha256 == target.pipeline.model.sha256:
+            return False  # installed and serving; installed but not serving: it did not load
         if self._store.is_rejected(entry.name, sha256):
             # Not an error of this manifest: other models in it still apply.
             self._report(

@@ -270,6 +270,24 @@ def test_a_rotated_device_key_is_not_a_recipient_until_it_is_enrolled_again(
     assert device.pipeline.model.sha256 == sha256(V2)
 
 
+def test_a_re_keyed_device_takes_the_rewrapped_release_after_its_restart(
+    site: Site, fleet: Fleet, devices: Callable[..., Device]
+) -> None:
+    old = fleet.enroll("dev1")
+    site.publish_encrypted(V2, 2, fleet.recipients)
+    device = devices(old)
+    assert device.check() == "installed"
+    commit(device)
+    device.close()
+    new = fleet.enroll("dev1")  # `keys init --force`, re-enrolled; the same model re-wrapped
+    site.publish_encrypted(V2, 3, fleet.recipients)
+
+    again = devices(new)  # restarted with the new key: the stored ciphertext does not open
+    assert again.pipeline.model.sha256 == sha256(SHAPES.read_bytes())  # the configured model
+    assert again.check() == "installed"  # installed, yet not serving: taken again
+    assert again.pipeline.model.sha256 == sha256(V2)
+
+
 def test_a_group_file_for_another_device_is_a_wrong_key(
     site: Site, fleet: Fleet, devices: Callable[..., Device]
 ) -> None:
