@@ -370,6 +370,15 @@ def flip_group_file(site: Site) -> None:
         path.write_text(json.dumps(document))
 
 
+def stale_group_file(site: Site) -> None:
+    """A group key file for another group key than the manifest's (a cache or an
+    upload that lags a rotation)."""
+    for path in (site.root / "groups").rglob("*.json"):
+        document = json.loads(path.read_bytes())
+        document["group_key_id"] = "0123456789abcdef"
+        path.write_text(json.dumps(document))
+
+
 def truncate_before_signing(site: Site) -> None:
     data = _model_file(site).read_bytes()
     _resign(site, data[: len(data) - 5000])
@@ -389,6 +398,7 @@ def truncate_on_the_cdn(site: Site) -> None:
         (flip_labels_before_signing, "chacha20-poly1305", ("authentication failed", "labels")),
         (flip_wrapped_key, "aes-256-gcm", ("tampered wrapped key", "content key")),
         (flip_group_file, "chacha20-poly1305", ("tampered wrapped key", "group key")),
+        (stale_group_file, "chacha20-poly1305", ("wrong key", "0123456789abcdef")),
         (truncate_before_signing, "chacha20-poly1305", ("truncated",)),
         (truncate_on_the_cdn, "chacha20-poly1305", ("announces", "expected")),
     ],
