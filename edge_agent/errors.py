@@ -78,7 +78,12 @@ class ExpiredError(UpdateError):
 
 
 class FetchError(UpdateError):
-    """The update server could not be reached or answered with an error."""
+    """The update server could not be reached or answered with an error. `status`:
+    the HTTP status when the server answered with one (404: no such file)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SelfTestError(UpdateError):

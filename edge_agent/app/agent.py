@@ -26,6 +26,7 @@ from edge_agent.pipeline.runner import Pipeline
 
 if TYPE_CHECKING:
     from edge_agent.update.manager import UpdateManager
+    from edge_agent.update.ring import DeviceKeyring
     from edge_agent.update.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Agent:
         )
         self.publisher.on_ack(self.dispatcher.on_ack)
         self.store = self._build_store()
+        self.keys = self._build_keys()
         self.pipelines = self._build_pipelines()
         self.updater = self._build_updater()
         self.discovery = self._build_discovery()
@@ -110,6 +112,14 @@ class Agent:
 
         return update_wiring.build_store(self.settings)
 
+    def _build_keys(self) -> DeviceKeyring | None:
+        """The device key and cached group keys, if encrypted models may be met."""
+        if not wiring.needs_device_key(self.settings):
+            return None
+        from edge_agent.app import update_wiring  # noqa: PLC0415
+
+        return update_wiring.build_keyring(self.settings, self.store)
+
     def _build_updater(self) -> UpdateManager | None:
         if self.store is None:
             return None
@@ -120,7 +130,9 @@ class Agent:
         def publish(status: dict[str, Any]) -> None:
             self.publisher.publish(topics.update, encode(status), qos=1, retain=True)
 
-        updater = update_wiring.build_manager(self.settings, self.store, self.pipelines, publish)
+        updater = update_wiring.build_manager(
+            self.settings, self.store, self.pipelines, publish, self.keys
+        )
         self.publisher.on_command(topics.command("update"), lambda _payload: updater.check_now())
         return updater
 
@@ -163,6 +175,7 @@ class Agent:
                         submit=self.writer.submit,
                         store=self.store,
                         on_progress=functools.partial(self.heartbeats.beat, p.name),
+                        keys=self.keys,
                     )
                 )
             except ModelError as exc:
@@ -313,7 +326,7 @@ class Agent:
         pipeline = next((x for x in self.pipelines if x.name == p.name), None)
         if pipeline is None:  # its model did not load at start
             return None
-        return pipeline, wiring.rebuild_policy(p, pipeline, self.store)
+        return pipeline, wiring.rebuild_policy(p, pipeline, self.store, self.keys)
 
     def _run_pipeline(self, pipeline: Pipeline, stop: threading.Event) -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ from edge_agent.pipeline.drift import DriftMonitor
 from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.pipeline.runner import DriftWatch, ImageOptions, Pipeline
 from edge_agent.sources.base import Source
+from edge_agent.update.protocols import Opener
 from edge_agent.update.store import ModelStore
 from edge_agent.util.tls import MqttTls, read_secret
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from edge_agent.sources.sensor.window import SlidingWindow
 
 log = logging.getLogger(__name__)
+
+ENCRYPTED_SUFFIX = ".enc"  # `edge-agent model encrypt` writes MODEL.enc
 
 
 def topics_for(settings: cfg.Settings) -> Topics:
@@ -81,10 +84,10 @@ def _path(value: Path | None) -> str | None:
     return None if value is None else str(value)
 
 
-def thread_plan(settings: cfg.Settings, p: cfg.PipelineSettings, model: Path) -> ThreadPlan:
+def thread_plan(settings: cfg.Settings, p: cfg.PipelineSettings, model: Path | bytes) -> ThreadPlan:
     """The pipeline's interpreter and decoder threads (sizing.py says why)."""
     try:
-        size = model.stat().st_size
+        size = len(model) if isinstance(model, bytes) else model.stat().st_size
     except OSError:
         size = SMALL_MODEL_BYTES  # Model.load will say what is wrong with the file
     return plan_threads(
@@ -100,28 +103,54 @@ def is_camera(p: cfg.PipelineSettings) -> bool:
     return p.source.kind in CAMERA_KINDS
 
 
-def model_loader(settings: cfg.Settings, p: cfg.PipelineSettings) -> Callable[[Path], Model]:
-    """Loads models for pipeline `p` (its configured one, then updates)."""
+def needs_device_key(settings: cfg.Settings) -> bool:
+    """Whether this agent may meet encrypted models: updates (a manifest may carry
+    them), or a configured model or labels file named *.enc."""
+    named = [f for p in settings.pipelines for f in (p.model, p.labels) if f is not None]
+    return settings.update.enabled or any(f.name.endswith(ENCRYPTED_SUFFIX) for f in named)
+
+
+def model_loader(
+    settings: cfg.Settings, p: cfg.PipelineSettings, keys: Opener | None = None
+) -> Callable[[Path | bytes], Model]:
+    """Loads models for pipeline `p` (its configured one, then updates): a file,
+    decrypted in memory by `keys` when it is encrypted, or a model's bytes."""
     rt = settings.runtime
 
-    def load(path: Path) -> Model:
-        threads = thread_plan(settings, p, path).interpreter
-        return Model.load(path, runtime=rt.runtime, num_threads=threads, delegate=rt.delegate)
+    def load(source: Path | bytes) -> Model:
+        label = f"{model_name(p)} (decrypted in memory)"
+        if isinstance(source, Path):
+            label = str(source)
+            if keys is not None:
+                source = keys.model_bytes(source)
+            elif source.name.endswith(ENCRYPTED_SUFFIX):
+                raise ModelError(
+                    f"{source}: an encrypted model, and no device key is configured "
+                    "(`edge-agent keys init`, update.device_key)"
+                )
+        threads = thread_plan(settings, p, source).interpreter
+        return Model.load(
+            source, runtime=rt.runtime, num_threads=threads, delegate=rt.delegate, label=label
+        )
 
     return load
 
 
 def model_name(p: cfg.PipelineSettings) -> str:
-    """The name that ties a pipeline to a model in the update manifest."""
-    return p.model_name or p.model.stem
+    """The name that ties a pipeline to a model in the update manifest
+    (`shapes` for shapes.tflite and for shapes.tflite.enc)."""
+    return p.model_name or Path(p.model.name.removesuffix(ENCRYPTED_SUFFIX)).stem
 
 
 def load_model(
-    settings: cfg.Settings, p: cfg.PipelineSettings, store: ModelStore | None
+    settings: cfg.Settings,
+    p: cfg.PipelineSettings,
+    store: ModelStore | None,
+    keys: Opener | None = None,
 ) -> tuple[Model, ModelInfo, Path | None]:
     """The installed update if there is one (with its labels, if it brought any),
-    else the configured model file."""
-    load = model_loader(settings, p)
+    else the configured model file; encrypted ones decrypted in memory by `keys`."""
+    load = model_loader(settings, p, keys)
     installed = store.current(model_name(p)) if store else None
     if installed is not None:
         try:
@@ -156,10 +185,12 @@ def build_pipeline(
     submit: Callable[[NewEvent], None],
     store: ModelStore | None = None,
     on_progress: Callable[[], None] | None = None,
+    keys: Opener | None = None,
 ) -> Pipeline:
     """A ready pipeline; ModelError or ConfigError if its parts cannot be made.
-    `on_progress` is called on every turn of its loop (the watchdog's heartbeat)."""
-    model, info, labels = load_model(settings, p, store)
+    `on_progress` is called on every turn of its loop (the watchdog's heartbeat);
+    `keys` open encrypted models and labels (in memory)."""
+    model, info, labels = load_model(settings, p, store, keys)
     check_model_fits(p, model)
     decoders = thread_plan(settings, p, p.model).decoders
     image = (
@@ -167,7 +198,7 @@ def build_pipeline(
         if is_camera(p)
         else None
     )
-    policy = build_policy(p, output_classes(model), labels)
+    policy = build_policy(p, output_classes(model), labels, keys)
     try:
         source = build_source(settings, p)
     except ValueError as exc:
@@ -230,8 +261,15 @@ def output_classes(model: Model) -> int:
     return int(model.outputs[0].shape[-1]) if model.outputs[0].shape else 1
 
 
-def build_policy(p: cfg.PipelineSettings, classes: int, labels: Path | None = None) -> Policy:
-    """The pipeline's policy; `labels` replaces the configured labels file (an update's)."""
+def build_policy(
+    p: cfg.PipelineSettings,
+    classes: int,
+    labels: Path | Sequence[str] | None = None,
+    keys: Opener | None = None,
+) -> Policy:
+    """The pipeline's policy; `labels` (a file, or the names themselves: an update's
+    decrypted labels) replaces the configured labels file. `keys` read label files,
+    decrypting encrypted ones in memory: no plaintext copy is written."""
     pol = p.policy
     timing: dict[str, Any] = {
         "smoothing": pol.smoothing,
@@ -249,8 +287,8 @@ def build_policy(p: cfg.PipelineSettings, classes: int, labels: Path | None = No
                 off_state=pol.off_state,
                 **timing,
             )
-        path = labels or p.labels
-        names = align_labels(read_labels(path) if path else None, classes, str(path))
+        given, source = _label_names(p, labels, keys)
+        names = align_labels(given, classes, source)
         return ClassificationPolicy(
             names,
             threshold=pol.threshold,
@@ -263,12 +301,29 @@ def build_policy(p: cfg.PipelineSettings, classes: int, labels: Path | None = No
         raise ConfigError(f"pipelines.{p.name}.policy: {exc}") from exc
 
 
-def rebuild_policy(p: cfg.PipelineSettings, pipeline: Pipeline, store: ModelStore | None) -> Policy:
+def _label_names(
+    p: cfg.PipelineSettings, labels: Path | Sequence[str] | None, keys: Opener | None
+) -> tuple[list[str] | None, str]:
+    """The label names and where they come from, for `align_labels`' messages."""
+    if labels is not None and not isinstance(labels, Path):
+        return list(labels), "the update's labels"
+    path = labels or p.labels
+    if path is None:
+        return None, "None"
+    return (keys.label_names(path) if keys is not None else read_labels(path)), str(path)
+
+
+def rebuild_policy(
+    p: cfg.PipelineSettings,
+    pipeline: Pipeline,
+    store: ModelStore | None,
+    keys: Opener | None = None,
+) -> Policy:
     """A running pipeline's policy from new settings, with the labels in use (an
     update's labels if one brought them)."""
     installed = store.current(model_name(p)) if store else None
     labels = installed.labels if installed is not None else None
-    return build_policy(p, output_classes(pipeline.model), labels)
+    return build_policy(p, output_classes(pipeline.model), labels, keys)
 
 
 def build_drift(d: cfg.DriftSettings, model: Model) -> DriftWatch | None:

@@ -152,6 +152,28 @@ def encrypt_release(
     return Release(files, groups, written)
 
 
+def encrypt_for_manifest(
+    sources: Sequence[Path],
+    recipients: Path,
+    out_dir: Path,
+    *,
+    base_url: str | None = None,
+    cipher: str | None = None,
+) -> Release:
+    """`manifest create --encrypt`: `encrypt_release` into the manifest's directory,
+    saying what it wrote and which plaintext sits where it would be published."""
+    names = [path.name for path in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError("--encrypt: two files of one name would overwrite each other's .enc")
+    release = encrypt_release(sources, recipients, out_dir, base_url=base_url, cipher=cipher)
+    for path in release.written:
+        print(f"wrote {path}")
+    for source in sources:
+        if source.resolve().parent == out_dir.resolve():
+            print(f"note: {source} is plaintext beside the manifest: do not publish it")
+    return release
+
+
 def _write_group(
     group: Group, out_dir: Path, base_url: str | None, written: list[Path]
 ) -> dict[str, object]:

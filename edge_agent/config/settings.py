@@ -138,6 +138,16 @@ class UpdateSettings(Strict):
     probation_seconds: float = Field(
         300.0, gt=0, le=30 * DAY, description="or this long without errors"
     )
+    device_key: Path | None = Field(
+        None,
+        description="the X25519 key encrypted models open with (default: "
+        "<state_dir>/device-key.pem, made by `edge-agent keys init`)",
+    )
+    device_key_credential: str = Field(
+        "edge-agent-device-key",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="systemd credential read before device_key (LoadCredentialEncrypted=)",
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> UpdateSettings:

@@ -281,4 +281,5 @@ def _complete(dest: Path, meta: Path, ref: FileRef, guard: Guard) -> bool:
 
 def _expect(reply: Reply, status: int) -> None:
     if reply.response.status != status:
-        raise FetchError(f"{reply.where}: HTTP {reply.response.status} {reply.response.reason}")
+        status = reply.response.status
+        raise FetchError(f"{reply.where}: HTTP {status} {reply.response.reason}", status=status)
