@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edge_agent.detect.counting import CountLevel
+from edge_agent.detect.labels import DetectionLabels
 from edge_agent.detect.payload import TRACK, DetectionDecision
 from edge_agent.detect.policy import DetectionPolicy
 from edge_agent.detect.types import Detections
@@ -411,3 +412,16 @@ def test_detections_convert_dtypes_and_select() -> None:
     assert picked.labels == ("cat",)
     assert picked.classes.tolist() == [7]
     assert len(Detections.empty()) == 0
+
+
+def test_detections_default_to_class_ids_and_take_names() -> None:
+    d = Detections(np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]]), np.array([0.9, 0.4]), [17, 3])
+    assert d.labels == ("17", "3")
+    named = d.named(DetectionLabels(["???", "person", "bicycle", "car"]))
+    assert named.labels == ("17", "car")  # past the end of the file: the id
+    assert named.records(2)[1] == {
+        "label": "car",
+        "class": 3,
+        "score": 0.4,
+        "box": [0.5] * 2 + [1.0] * 2,
+    }
