@@ -415,13 +415,14 @@ def test_detections_convert_dtypes_and_select() -> None:
 
 
 def test_detections_default_to_class_ids_and_take_names() -> None:
-    d = Detections(np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]]), np.array([0.9, 0.4]), [17, 3])
-    assert d.labels == ("17", "3")
+    d = Detections(np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]]), np.array([0.9, 0.4]), [17, 2])
+    assert d.labels == ("17", "2")
     named = d.named(DetectionLabels(["???", "person", "bicycle", "car"]))
-    assert named.labels == ("17", "car")  # past the end of the file: the id
+    # "???" first: id k is line k + 1; an id past the end stays a number
+    assert named.labels == ("17", "car")
     assert named.records(2)[1] == {
         "label": "car",
-        "class": 3,
+        "class": 2,
         "score": 0.4,
         "box": [0.5] * 2 + [1.0] * 2,
     }
