@@ -388,7 +388,7 @@ def test_boxes_out_of_the_frame_are_clipped_and_degenerate_ones_dropped() -> Non
         ([[0, 0, 1, 1]], [0.5, 0.6], [0, 1], ("a", "b"), r"boxes must have shape \[2, 4\]"),
         ([[0, 0, 1]], [0.5], [0], ("a",), r"boxes must have shape \[1, 4\]"),
         ([[0, 0, 1, 1]], [0.5], [0.5], ("a",), "classes must be 1 integers"),
-        ([[0, 0, 1, 1]], [0.5], [0], (), "labels must name each of the 1"),
+        ([[0, 0, 1, 1]], [0.5], [0], ("a", "b"), "labels must name each of the 1"),
         ([[0, 0, float("inf"), 1]], [0.5], [0], ("a",), "NaN or infinity"),
     ],
 )

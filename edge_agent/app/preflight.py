@@ -52,13 +52,8 @@ def _state_dir_problem(path: Path) -> str | None:
 
 
 def _pipeline_problems(settings: cfg.Settings, p: cfg.PipelineSettings) -> list[str]:
-    where = f"pipelines.{p.name}"
     try:
-        model, _info, labels = wiring.load_model(settings, p, None)
-    except EdgeAgentError as exc:
-        return [f"{where}.model: {exc}"]
-    try:
-        wiring.build_policy(p, wiring.output_classes(model), labels)
+        wiring.check_pipeline(settings, p)
     except EdgeAgentError as exc:
         return [str(exc)]
     return []

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from edge_agent.app import kinds
 from edge_agent.config import settings as cfg
-from edge_agent.errors import ConfigError, ModelError
+from edge_agent.errors import ConfigError, EdgeAgentError, ModelError
 from edge_agent.model.labels import align_labels, read_labels
 from edge_agent.model.runtime import Model, default_threads
 from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
@@ -20,7 +21,9 @@ from edge_agent.mqtt.outbox import NewEvent, Outbox
 from edge_agent.mqtt.payloads import ModelInfo, Topics
 from edge_agent.mqtt.publisher import MqttOptions
 from edge_agent.mqtt.sink import MessageSink
+from edge_agent.pipeline.detecting import DetectionPipeline
 from edge_agent.pipeline.drift import DriftMonitor
+from edge_agent.pipeline.listening import ListeningPipeline
 from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.pipeline.runner import DriftWatch, ImageOptions, Pipeline
 from edge_agent.sources.base import Source
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CAMERA_KINDS = ("files", "dir", "http", "mjpeg", "command")
+MODEL_KEY = "pipelines.{}.model"
 
 
 def topics_for(settings: cfg.Settings) -> Topics:
@@ -105,6 +109,7 @@ def model_loader(settings: cfg.Settings, p: cfg.PipelineSettings) -> Callable[[P
     rt = settings.runtime
 
     def load(path: Path) -> Model:
+        path = kinds.manifest_model(path)  # an audio pipeline's model may be a manifest
         threads = thread_plan(settings, p, path).interpreter
         return Model.load(path, runtime=rt.runtime, num_threads=threads, delegate=rt.delegate)
 
@@ -159,6 +164,9 @@ def build_pipeline(
 ) -> Pipeline:
     """A ready pipeline; ModelError or ConfigError if its parts cannot be made.
     `on_progress` is called on every turn of its loop (the watchdog's heartbeat)."""
+    emitter = build_emitter(settings, p, sink=sink, outbox=outbox, submit=submit)
+    if kinds.is_audio(p):
+        return build_listening(settings, p, emitter, store, on_progress)
     model, info, labels = load_model(settings, p, store)
     decoders = thread_plan(settings, p, p.model).decoders
     image = (
@@ -166,36 +174,110 @@ def build_pipeline(
         if is_camera(p)
         else None
     )
+    check_model(p, model, labels)
     policy = build_policy(p, output_classes(model), labels)
+    source = _source(settings, p)
+    parts: dict[str, Any] = {
+        "source": source,
+        "model": model,
+        "model_info": info,
+        "policy": policy,
+        "emitter": emitter,
+        "image": image,
+        "on_progress": on_progress,
+        "drift": build_drift(p.drift, model),
+    }
     try:
-        source = build_source(settings, p)
-    except ValueError as exc:
-        raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
-    try:
-        return Pipeline(
-            p.name,
-            source=source,
-            model=model,
-            model_info=info,
-            policy=policy,
-            emitter=Emitter(
-                p.name,
-                topics=topics_for(settings),
-                sink=sink,
-                store=submit,
-                next_seq=outbox.next_seq,
-                delivery=Delivery(
-                    qos=settings.mqtt.qos if p.qos is None else p.qos,
-                    ttl=settings.outbox.ttl or None,
-                ),
-            ),
-            image=image,
-            on_progress=on_progress,
-            drift=build_drift(p.drift, model),
-        )
+        if kinds.is_detection(p):
+            return DetectionPipeline(p.name, make_detector=kinds.detector_maker(p, labels), **parts)
+        return Pipeline(p.name, **parts)
     except ModelError as exc:
         source.close()
         raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
+
+
+def build_emitter(
+    settings: cfg.Settings,
+    p: cfg.PipelineSettings,
+    *,
+    sink: MessageSink,
+    outbox: Outbox,
+    submit: Callable[[NewEvent], None],
+) -> Emitter:
+    return Emitter(
+        p.name,
+        topics=topics_for(settings),
+        sink=sink,
+        store=submit,
+        next_seq=outbox.next_seq,
+        delivery=Delivery(
+            qos=settings.mqtt.qos if p.qos is None else p.qos,
+            ttl=settings.outbox.ttl or None,
+        ),
+    )
+
+
+def _source(settings: cfg.Settings, p: cfg.PipelineSettings) -> Source:
+    try:
+        return build_source(settings, p)
+    except ValueError as exc:
+        raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
+
+
+def check_model(p: cfg.PipelineSettings, model: Model, labels: Path | None = None) -> None:
+    """ConfigError unless the model is the kind the pipeline's policy reads."""
+    if kinds.is_detection(p):
+        kinds.check_detector(p, model, labels)
+    else:
+        kinds.check_classifier(p, model)
+
+
+def check_pipeline(settings: cfg.Settings, p: cfg.PipelineSettings) -> None:
+    """What `build_pipeline` checks of the model, its labels and the policy, without
+    a source or a broker (`config check`); EdgeAgentError led by the key."""
+    if kinds.is_audio(p):
+        kinds.listener_for(settings, p, p.model)
+        build_policy(p, 0)
+        return
+    try:
+        model, _info, labels = load_model(settings, p, None)
+    except EdgeAgentError as exc:
+        raise ConfigError(f"{MODEL_KEY.format(p.name)}: {exc}") from exc
+    check_model(p, model, labels)
+    build_policy(p, output_classes(model), labels)
+
+
+def build_listening(
+    settings: cfg.Settings,
+    p: cfg.PipelineSettings,
+    emitter: Emitter,
+    store: ModelStore | None,
+    on_progress: Callable[[], None] | None,
+) -> ListeningPipeline:
+    """An audio pipeline: its listener around the installed update, else the
+    configured model (a .tflite or a microWakeWord .json manifest)."""
+    installed = store.current(model_name(p)) if store else None
+    listener = None
+    if installed is not None:
+        try:
+            listener = kinds.listener_for(settings, p, installed.path)
+            info = ModelInfo(installed.name, installed.version, installed.sha256)
+        except ConfigError as exc:
+            log.error("installed model %s unusable (%s); using %s", installed.path, exc, p.model)
+    if listener is None:
+        listener = kinds.listener_for(settings, p, p.model)
+        info = ModelInfo(model_name(p), p.model_version, listener.model.sha256)
+    policy = build_policy(p, output_classes(listener.model))
+    return ListeningPipeline(
+        p.name,
+        listener=listener,
+        rebuild=lambda model: kinds.listener_for(settings, p, Path(model.label)),
+        source=_source(settings, p),
+        model_info=info,
+        policy=policy,
+        emitter=emitter,
+        on_progress=on_progress,
+    )
 
 
 def output_classes(model: Model) -> int:
@@ -205,6 +287,10 @@ def output_classes(model: Model) -> int:
 def build_policy(p: cfg.PipelineSettings, classes: int, labels: Path | None = None) -> Policy:
     """The pipeline's policy; `labels` replaces the configured labels file (an update's)."""
     pol = p.policy
+    if isinstance(pol, cfg.DetectionPolicySettings):
+        return kinds.detection_policy(p)
+    if isinstance(pol, cfg.WakeWordPolicySettings):
+        return kinds.wake_policy(p)
     timing: dict[str, Any] = {
         "smoothing": pol.smoothing,
         "debounce": pol.debounce,
@@ -223,7 +309,7 @@ def build_policy(p: cfg.PipelineSettings, classes: int, labels: Path | None = No
             )
         path = labels or p.labels
         names = align_labels(read_labels(path) if path else None, classes, str(path))
-        return ClassificationPolicy(
+        policy = ClassificationPolicy(
             names,
             threshold=pol.threshold,
             off_threshold=pol.off_threshold,
@@ -233,6 +319,7 @@ def build_policy(p: cfg.PipelineSettings, classes: int, labels: Path | None = No
         )
     except (ValueError, ModelError) as exc:
         raise ConfigError(f"pipelines.{p.name}.policy: {exc}") from exc
+    return kinds.classified_audio(policy) if kinds.is_audio(p) else policy
 
 
 def rebuild_policy(p: cfg.PipelineSettings, pipeline: Pipeline, store: ModelStore | None) -> Policy:
@@ -368,6 +455,23 @@ def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
     )
 
 
+def _audio(name: str, s: Any, _: cfg.Settings) -> Source:
+    from edge_agent.audio.sources import CommandPcmSource, WavFilesSource  # noqa: PLC0415
+
+    if s.pattern is not None:
+        return WavFilesSource(
+            name,
+            pattern=s.pattern,
+            rate=s.rate,
+            loop=s.loop,
+            realtime=s.realtime,
+            chunk_ms=s.chunk_ms,
+        )
+    return CommandPcmSource(
+        name, command=s.command, rate=s.rate, chunk_ms=s.chunk_ms, queue_chunks=s.queue_chunks
+    )
+
+
 _SOURCE_BUILDERS: dict[str, Callable[[str, Any, cfg.Settings], Source]] = {
     "files": _files,
     "dir": _dir,
@@ -377,4 +481,5 @@ _SOURCE_BUILDERS: dict[str, Callable[[str, Any, cfg.Settings], Source]] = {
     "lines": _lines,
     "iio": _iio,
     "mqtt": _mqtt,
+    "audio": _audio,
 }

@@ -29,8 +29,8 @@ class Detections:
     """float32 ``[K]``."""
     classes: np.ndarray
     """int64 ``[K]``: the class index in the label file."""
-    labels: tuple[str, ...] | None = None
-    """The class name of each detection (``len == K``); None: the class ids."""
+    labels: tuple[str, ...] = ()
+    """The class name of each detection (``len == K``); empty: the class ids as text."""
 
     def __post_init__(self) -> None:
         boxes = np.asarray(self.boxes, dtype=np.float32)
@@ -45,7 +45,7 @@ class Detections:
             raise ValueError(
                 f"classes must be {count} integers, got {classes.dtype} {classes.shape}"
             )
-        labels = tuple(str(c) for c in classes) if self.labels is None else tuple(self.labels)
+        labels = tuple(self.labels) or tuple(str(c) for c in classes)
         if len(labels) != count:
             raise ValueError(f"labels must name each of the {count} detections, got {len(labels)}")
         if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
@@ -75,7 +75,6 @@ class Detections:
 
     def take(self, indexes: np.ndarray) -> Detections:
         """The detections at ``indexes``, in that order."""
-        assert self.labels is not None  # set by __post_init__
         return Detections(
             self.boxes[indexes],
             self.scores[indexes],
@@ -101,7 +100,6 @@ class Detections:
 
     def records(self, digits: int = 4) -> list[dict[str, object]]:
         """One JSON-ready dict per detection: label, class, score, box."""
-        assert self.labels is not None
         return [
             {
                 "label": label,
