@@ -74,7 +74,9 @@ from edge_agent.model.runtime import BACKEND_MODULES, Model, default_threads, re
 from edge_agent.model.sizing import ThreadPlan
 from edge_agent.mqtt.outbox import Outbox
 from edge_agent.sources.base import Window
-from edge_agent.windowing import SlidingWindow, parse_csv_block, parse_line
+from edge_agent.sources.sensor.csvblock import parse_csv_block
+from edge_agent.sources.sensor.parsing import parse_line
+from edge_agent.sources.sensor.window import SlidingWindow
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"

@@ -415,7 +415,9 @@ def test_detections_convert_dtypes_and_select() -> None:
 
 
 def test_detections_default_to_class_ids_and_take_names() -> None:
-    d = Detections(np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]]), np.array([0.9, 0.4]), [17, 2])
+    d = Detections(
+        np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]]), np.array([0.9, 0.4]), np.array([17, 2])
+    )
     assert d.labels == ("17", "2")
     named = d.named(DetectionLabels(["???", "person", "bicycle", "car"]))
     # "???" first: id k is line k + 1; an id past the end stays a number

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 WATCHED = ("cryptography", "http.server", "numpy.ma")
 CAMERA_ONLY = ("PIL", "edge_agent.sources.camera", "edge_agent.model.preprocess")
-SENSOR_ONLY = ("edge_agent.sources.sensor", "edge_agent.windowing")
+SENSOR_ONLY = ("edge_agent.sources.sensor", "edge_agent.sources.sensor.window")
 
 # Builds an agent, runs it over a finite source (the drift monitor learns its
 # reference and checks it), takes a telemetry sample, and reports which of the

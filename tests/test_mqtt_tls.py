@@ -32,9 +32,9 @@ from edge_agent.app.agent import Agent
 from edge_agent.config.settings import load_settings
 from edge_agent.errors import ConfigError
 from edge_agent.mqtt.publisher import MqttOptions
-from edge_agent.sources.sensor import MqttSensorSource
+from edge_agent.sources.sensor.mqtt import MqttSensorSource
+from edge_agent.sources.sensor.window import SlidingWindow
 from edge_agent.util.tls import MqttTls, apply, describe_tls_error, mqtt_tls_context, read_secret
-from edge_agent.windowing import SlidingWindow
 
 from .broker import Mosquitto, free_port
 from .conftest import DEMO_MODELS

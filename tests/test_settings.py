@@ -9,11 +9,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from edge_agent.config.settings import Settings, json_schema, load_settings, redacted
+from edge_agent.config.kinds import CAMERA_KINDS, SENSOR_KINDS
+from edge_agent.config.settings import (
+    CameraSource,
+    SensorSource,
+    Settings,
+    json_schema,
+    load_settings,
+    redacted,
+)
 from edge_agent.errors import ConfigError
 
 CONFIG = """
@@ -369,3 +377,13 @@ def test_qos_can_be_set_from_the_environment(env: pytest.MonkeyPatch, config: Pa
     assert load(config).mqtt.qos == 2
     env.setenv("EDGE_AGENT_MQTT__QOS", "3")
     assert "mqtt.qos" in refused(config)
+
+
+def test_the_source_kinds_are_the_sources_own_list() -> None:
+    """One list of source kinds: the settings' union members are exactly sources.kinds."""
+
+    def kinds(union: object) -> set[str]:
+        return {get_args(m.model_fields["kind"].annotation)[0] for m in get_args(union)}
+
+    assert kinds(CameraSource) == set(CAMERA_KINDS)
+    assert kinds(SensorSource) == set(SENSOR_KINDS)

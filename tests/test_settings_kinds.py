@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from edge_agent.app import kinds, wiring
+from edge_agent.app import model_kinds as kinds
+from edge_agent.app import wiring
 from edge_agent.config import settings as cfg
 from edge_agent.detect.layouts import KINDS
 from edge_agent.detect.policy import DetectionPolicy

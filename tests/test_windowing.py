@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from edge_agent.errors import InputError
-from edge_agent.windowing import SlidingWindow, parse_csv_block, parse_line
+from edge_agent.sources.sensor.csvblock import parse_csv_block
+from edge_agent.sources.sensor.parsing import parse_line
+from edge_agent.sources.sensor.window import SlidingWindow
 
 
 def expected_windows(
@@ -414,7 +416,7 @@ def test_bad_arguments_name_the_argument(kwargs: dict[str, object], name: str) -
 def test_the_popcount_fallback_counts_as_numpy_does() -> None:
     """numpy < 2 (the tflite-runtime install) has no bitwise_count: the fallback
     must give the same counts, the same dtype."""
-    from edge_agent.windowing import _popcount  # noqa: PLC0415 - a private helper
+    from edge_agent.sources.sensor.csvblock import _popcount  # noqa: PLC0415 - a private helper
 
     rng = np.random.default_rng(11)
     words = rng.integers(0, 2**63, size=2000, dtype=np.uint64) * np.uint64(2)

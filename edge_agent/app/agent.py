@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.app import kinds, telemetry, wiring
+from edge_agent.app import model_kinds, telemetry, wiring
 from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
 from edge_agent.app.statelock import StateDirLock
 from edge_agent.config import settings as cfg
@@ -133,7 +133,7 @@ class Agent:
                 sw_version=__version__,
                 latency=self.settings.telemetry.interval > 0,
             )
-            configs.update(kinds.discovery_configs(self.settings, __version__))
+            configs.update(model_kinds.discovery_configs(self.settings, __version__))
         discovery = ha.Discovery(
             sink=self.publisher,
             configs=configs,

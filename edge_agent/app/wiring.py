@@ -4,14 +4,16 @@ the constructors; components never see a settings object."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
-from edge_agent.app import kinds
+from edge_agent.app import model_kinds as kinds
 from edge_agent.config import settings as cfg
+from edge_agent.config.kinds import CAMERA_KINDS
 from edge_agent.errors import ConfigError, EdgeAgentError, ModelError
 from edge_agent.model.labels import align_labels, read_labels
 from edge_agent.model.runtime import Model, default_threads
@@ -31,11 +33,10 @@ from edge_agent.update.store import ModelStore
 from edge_agent.util.tls import MqttTls, read_secret
 
 if TYPE_CHECKING:
-    from edge_agent.windowing import SlidingWindow
+    from edge_agent.sources.sensor.window import SlidingWindow
 
 log = logging.getLogger(__name__)
 
-CAMERA_KINDS = ("files", "dir", "http", "mjpeg", "command")
 MODEL_KEY = "pipelines.{}.model"
 
 
@@ -225,7 +226,9 @@ def _source(settings: cfg.Settings, p: cfg.PipelineSettings) -> Source:
 
 
 def check_model(p: cfg.PipelineSettings, model: Model, labels: Path | None = None) -> None:
-    """ConfigError unless the model is the kind the pipeline's policy reads."""
+    """ConfigError unless the model takes what the source gives and gives what the
+    pipeline's policy reads."""
+    check_model_fits(p, model)
     if kinds.is_detection(p):
         kinds.check_detector(p, model, labels)
     else:
@@ -278,6 +281,33 @@ def build_listening(
         emitter=emitter,
         on_progress=on_progress,
     )
+
+
+def check_model_fits(p: cfg.PipelineSettings, model: Model) -> None:
+    """ConfigError unless the model takes what the pipeline's source gives: an image
+    for a camera, a window of size x channels for a sensor. Otherwise the pipeline
+    would start, then fail (or worse, decide) on every input."""
+    spec = model.inputs[0]
+    where = f"pipelines.{p.name}: model {model.label} takes {spec.name!r} of shape"
+    if is_camera(p):
+        from edge_agent.model.preprocess import ImageLayout  # noqa: PLC0415 - cameras only
+
+        try:
+            ImageLayout.of(spec)
+        except ModelError:
+            raise ConfigError(
+                f"{where} {list(spec.shape)}, not an image ([1, height, width, 1 or 3]),"
+                f" but its source ({p.source.kind}) gives images"
+            ) from None
+        return
+    window = getattr(p.source, "window", None)  # every sensor source has one
+    if not isinstance(window, cfg.WindowSettings):
+        return
+    if math.prod(spec.shape) != window.size * window.channels:
+        raise ConfigError(
+            f"{where} {list(spec.shape)}, which a window of {window.size}x{window.channels}"
+            " (size x channels) does not fill; set source.window to the model's input"
+        )
 
 
 def output_classes(model: Model) -> int:
@@ -348,7 +378,7 @@ def build_drift(d: cfg.DriftSettings, model: Model) -> DriftWatch | None:
 
 
 def build_window(w: cfg.WindowSettings) -> SlidingWindow:
-    from edge_agent.windowing import SlidingWindow  # noqa: PLC0415 - see _files
+    from edge_agent.sources.sensor.window import SlidingWindow  # noqa: PLC0415 - see _files
 
     return SlidingWindow(w.size, w.hop, w.channels, w.mean, w.std)
 
@@ -367,13 +397,13 @@ def _secret(value: SecretStr | None) -> str | None:
 
 
 def _files(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import FilesSource  # noqa: PLC0415
+    from edge_agent.sources.camera.files import FilesSource  # noqa: PLC0415
 
     return FilesSource(name, pattern=s.pattern, loop=s.loop, fps=s.fps)
 
 
 def _dir(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import DirectorySource  # noqa: PLC0415
+    from edge_agent.sources.camera.directory import DirectorySource  # noqa: PLC0415
 
     return DirectorySource(
         name,
@@ -382,11 +412,13 @@ def _dir(name: str, s: Any, _: cfg.Settings) -> Source:
         delete_after=s.delete_after,
         fps=s.fps,
         poll_interval=s.poll_interval,
+        settle=s.settle,
+        incomplete_timeout=s.incomplete_timeout,
     )
 
 
 def _http(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import HttpSnapshotSource  # noqa: PLC0415
+    from edge_agent.sources.camera.http import HttpSnapshotSource  # noqa: PLC0415
 
     return HttpSnapshotSource(
         name,
@@ -399,19 +431,19 @@ def _http(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _mjpeg(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import MjpegSource  # noqa: PLC0415
+    from edge_agent.sources.camera.mjpeg import MjpegSource  # noqa: PLC0415
 
     return MjpegSource(name, url=s.url, timeout=s.timeout, fps=s.fps)
 
 
 def _command(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera import CommandSource  # noqa: PLC0415
+    from edge_agent.sources.camera.command import CommandSource  # noqa: PLC0415
 
     return CommandSource(name, command=s.command, fps=s.fps)
 
 
 def _lines(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor import LinesSource  # noqa: PLC0415
+    from edge_agent.sources.sensor.lines import LinesSource  # noqa: PLC0415
 
     return LinesSource(
         name,
@@ -425,7 +457,7 @@ def _lines(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _iio(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor import IioSource  # noqa: PLC0415
+    from edge_agent.sources.sensor.iio import IioSource  # noqa: PLC0415
 
     return IioSource(
         name,
@@ -438,7 +470,7 @@ def _iio(name: str, s: Any, _: cfg.Settings) -> Source:
 
 
 def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor import MqttSensorSource  # noqa: PLC0415
+    from edge_agent.sources.sensor.mqtt import MqttSensorSource  # noqa: PLC0415
 
     m = settings.mqtt
     return MqttSensorSource(

@@ -27,7 +27,9 @@ import numpy as np
 from edge_agent.audio.wav import read_wav
 from edge_agent.errors import ConfigError, InputError, SourceError
 from edge_agent.sources.base import Audio, SourceExhausted, SourceStats
-from edge_agent.sources.camera import _Backoff, _describe, _StderrTail, _stop_process
+from edge_agent.sources.camera.common import describe
+from edge_agent.sources.pacing import Backoff
+from edge_agent.sources.process import StderrTail, stop_process
 from edge_agent.util.logs import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -202,12 +204,12 @@ class CommandPcmSource:
             proc = self._proc
             self._ready.notify_all()
         if proc is not None:
-            _stop_process(proc, terminate=True)
+            stop_process(proc, terminate=True)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(_JOIN_TIMEOUT)
 
     def _run(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         while not self._stop.is_set():
             self._heard = False
             try:
@@ -217,7 +219,7 @@ class CommandPcmSource:
                 reason = str(exc)
             except Exception as exc:  # a bug must not silently kill the microphone
                 logger.debug("%s: session failed", self.name, exc_info=exc)
-                reason = f"unexpected {_describe(exc)}"
+                reason = f"unexpected {describe(exc)}"
             if self._stop.is_set():  # close() ended it: not a failure
                 break
             if self._heard:  # it worked for a while: restart soon
@@ -233,11 +235,11 @@ class CommandPcmSource:
         proc = self._spawn()
         assert proc.stdout is not None
         assert proc.stderr is not None
-        stderr = _StderrTail(proc.stderr)
+        stderr = StderrTail(proc.stderr)
         try:
             self._pump(proc.stdout, next(_streams))
         finally:
-            code = _stop_process(proc, terminate=False)
+            code = stop_process(proc, terminate=False)
             with self._ready:
                 self._proc = None
             last = stderr.last_line(_JOIN_TIMEOUT)
@@ -257,11 +259,11 @@ class CommandPcmSource:
                 start_new_session=True,  # its whole group is signalled on close
             )
         except OSError as exc:
-            raise SourceError(f"cannot start {self._command[0]}: {_describe(exc)}") from exc
+            raise SourceError(f"cannot start {self._command[0]}: {describe(exc)}") from exc
         with self._ready:
             self._proc = proc
         if self._stop.is_set():  # close() ran while it started
-            _stop_process(proc, terminate=True)
+            stop_process(proc, terminate=True)
         return proc
 
     def _pump(self, stdout: IO[bytes], stream: int) -> None:

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from edge_agent.config.kinds import SOURCE_KINDS
 from edge_agent.config.sources import ENV_PREFIX, Origin, loading_sources, reading
 from edge_agent.detect.zones import parse_lines, parse_zones
 from edge_agent.errors import ConfigError
@@ -208,13 +209,19 @@ class DirSourceSettings(Strict):
     delete_after: bool = False
     fps: float = Field(0.0, ge=0, le=1000)
     poll_interval: float = Field(0.5, gt=0, le=3600)
+    settle: float = Field(
+        1.0, gt=0, le=3600, description="seconds a file's size and mtime must hold still"
+    )
+    incomplete_timeout: float = Field(
+        30.0, gt=0, le=86_400, description="seconds to wait for a cut-short image to be finished"
+    )
 
 
 class HttpSourceSettings(Strict):
     kind: Literal["http"]
     url: str = Field(pattern=r"^https?://")
     fps: float = Field(1.0, gt=0, le=1000)
-    timeout: float = Field(5.0, gt=0, le=3600)
+    timeout: float = Field(5.0, gt=0, le=3600, description="seconds for the whole snapshot")
     username: str | None = None
     password: SecretStr | None = None
 
@@ -309,8 +316,13 @@ class AudioSourceSettings(Strict):
         return self
 
 
-CameraSource = FilesSourceSettings | DirSourceSettings | HttpSourceSettings
-CameraSource |= MjpegSourceSettings | CommandSourceSettings
+CameraSource = (
+    FilesSourceSettings
+    | DirSourceSettings
+    | HttpSourceSettings
+    | MjpegSourceSettings
+    | CommandSourceSettings
+)
 SensorSource = LinesSourceSettings | IioSourceSettings | MqttSourceSettings
 SourceSettings = Annotated[
     CameraSource | SensorSource | AudioSourceSettings, Field(discriminator="kind")
@@ -611,8 +623,8 @@ def _key_parts(loc: tuple[int | str, ...]) -> list[str]:
     return parts
 
 
-_UNION_TAGS = {"files", "dir", "http", "mjpeg", "command", "lines", "iio", "mqtt"}
-_UNION_TAGS |= {"audio", "classification", "threshold", "detection", "wakeword"}
+_UNION_TAGS = set(SOURCE_KINDS)
+_UNION_TAGS |= {"classification", "threshold", "detection", "wakeword"}
 
 
 def changed_keys(old: Settings, new: Settings) -> list[str]:

@@ -32,6 +32,9 @@ class Placement:
     height: float
 
 
+MIN_SIDE = 8  # pixels; image models take far more, sequence models' channels are fewer
+
+
 @dataclass(frozen=True)
 class ImageLayout:
     """Where an image sits in a model's input tensor."""
@@ -42,13 +45,18 @@ class ImageLayout:
 
     @classmethod
     def of(cls, spec: TensorSpec) -> ImageLayout:
-        """[1, H, W, C] with C in (1, 3), or [1, H, W] for one grey channel."""
+        """[1, H, W, C] with C in (1, 3), or [1, H, W] for one grey channel; H and W
+        at least MIN_SIDE, so that a sensor model's [1, 64, 3] (64 samples of 3
+        channels) is not taken for a 64x3 grey image."""
         shape = spec.shape
+        layout = None
         if len(shape) == 4 and shape[0] == 1 and shape[3] in (1, 3):
-            return cls(shape[1], shape[2], shape[3])
-        if len(shape) == 3 and shape[0] == 1:
-            return cls(shape[1], shape[2], 1)
-        raise ModelError(f"input {spec.name!r} with shape {list(shape)} does not take an image")
+            layout = cls(shape[1], shape[2], shape[3])
+        elif len(shape) == 3 and shape[0] == 1:
+            layout = cls(shape[1], shape[2], 1)
+        if layout is None or min(layout.height, layout.width) < MIN_SIDE:
+            raise ModelError(f"input {spec.name!r} with shape {list(shape)} does not take an image")
+        return layout
 
     @property
     def mode(self) -> str:
@@ -99,6 +107,8 @@ class ImagePreprocessor:
                 self._check_size(encoded)
                 if self.draft:
                     self._use_draft(encoded)
+                if encoded.mode in WIDE_MODES:
+                    encoded = to_8_bit(encoded)
                 if encoded.mode != self.layout.mode:  # convert() would copy even then
                     encoded = encoded.convert(self.layout.mode)
                 # Draft decoding keeps the aspect ratio, so a placement computed on the
@@ -128,6 +138,18 @@ class ImagePreprocessor:
 
 
 JPEG_START = b"\xff\xd8\xff"  # SOI, then the first marker
+# Greyscale with more than 8 bits a pixel: 16-bit PNG and TIFF (thermal, depth and
+# machine-vision cameras). Pillow's convert() clips these to 255 instead of scaling.
+WIDE_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_WIDE_MAX = 65535  # "I" holds 32-bit values; from a camera they are 16-bit ones
+
+
+def to_8_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image scaled to 8 bits ("L"): 0 stays 0, 65535 becomes
+    255, each value rounded to the nearest of the 256 levels."""
+    wide = np.clip(np.asarray(image), 0, _WIDE_MAX).astype(np.uint32)
+    narrow = ((wide * 255 + _WIDE_MAX // 2) // _WIDE_MAX).astype(np.uint8)
+    return Image.fromarray(narrow)
 
 
 def open_image(data: bytes) -> Image.Image:

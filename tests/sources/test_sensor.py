@@ -17,8 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.errors import InputError
 from edge_agent.sources.base import SourceExhausted
-from edge_agent.sources.sensor import IioSource, LinesSource, MqttSensorSource
-from edge_agent.windowing import SlidingWindow, parse_line
+from edge_agent.sources.sensor.iio import IioSource
+from edge_agent.sources.sensor.lines import LinesSource
+from edge_agent.sources.sensor.mqtt import MqttSensorSource
+from edge_agent.sources.sensor.parsing import parse_line
+from edge_agent.sources.sensor.window import SlidingWindow
 
 from ..broker import Mosquitto, free_port
 

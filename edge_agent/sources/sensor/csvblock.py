@@ -1,114 +1,26 @@
-"""Sensor samples in, model-sized windows out: line parsing and a sliding window.
+"""Many CSV lines at once: a replayed file (or a fast serial port) delivers
+thousands of lines per read.
 
-Pure functions and a small stateful window, no I/O and no threads, so the
-maths can be tested exactly and reused by every sensor source. Lines arrive one
-at a time from a paced or live input (`parse_line`, `SlidingWindow.push`) or by
-the thousand from a replayed file (`parse_csv_block`, `SlidingWindow.push_many`);
-both ways give the same samples, errors and windows.
+Parsing them one by one in Python costs ~6 us a line, ~200 us per 64x3 window;
+these functions parse a whole block with a few dozen numpy operations instead.
+Whatever they are not sure of goes through `parse_line` line by line, so the
+samples and the error messages are exactly those of `parse_line`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from edge_agent.errors import InputError
+from edge_agent.sources.sensor.parsing import parse_line
+from edge_agent.sources.sensor.window import Vector
 
-Vector = npt.NDArray[np.float32]
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte order mark
 LineError = tuple[int, str]  # (index of the line in its block, why it was rejected)
 
-_SHOWN = 40  # characters of a bad value or line quoted back in an error message
-
-
-def parse_line(line: str, channels: int, fields: list[str] | None = None) -> Vector:
-    """One sample, float32 [channels], from a CSV line (`1.0,2.5,3`) or a JSON line.
-
-    A JSON object needs `fields` (dotted keys such as `accel.x` reach into nested
-    objects); a JSON array is taken in order. Devices send garbage after resets and
-    at wrong baud rates, so every way a line can be unusable is an `InputError`
-    whose message says which.
-    """
-    text = line.strip()
-    if not text:
-        raise InputError("empty line")
-    values = _json_values(text, fields) if text[0] in "{[" else _csv_values(text)
-    return _to_sample(values, channels)
-
-
-def _csv_values(text: str) -> list[float]:
-    values = []
-    for column, cell in enumerate(text.split(","), start=1):
-        value = cell.strip()
-        if not value:
-            raise InputError(f"empty value in column {column}")
-        try:
-            values.append(float(value))
-        except ValueError:
-            raise InputError(f"not a number in column {column}: {value[:_SHOWN]!r}") from None
-    return values
-
-
-def _json_values(text: str, fields: list[str] | None) -> list[float]:
-    try:
-        document = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InputError(f"bad JSON: {exc}") from None
-    if isinstance(document, list):
-        return [_json_number(value, f"item {index}") for index, value in enumerate(document)]
-    if not isinstance(document, dict):
-        raise InputError(f"JSON line is a {type(document).__name__}, not an object or array")
-    if not fields:
-        raise InputError("JSON object line but no fields configured to pick values from it")
-    return [_json_number(_lookup(document, key), f"field {key!r}") for key in fields]
-
-
-def _lookup(document: dict[str, object], key: str) -> object:
-    """A literal key wins over a dotted path, so `{"accel.x": 1}` works as well as nesting."""
-    if key in document:
-        return document[key]
-    node: object = document
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise InputError(f"missing field {key!r}")
-        node = node[part]
-    return node
-
-
-def _json_number(value: object, where: str) -> float:
-    """Numbers, and booleans as 0/1 (door contacts, occupancy); nothing else."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    if value is None:
-        raise InputError(f"{where} is null")
-    shown = json.dumps(value)[:_SHOWN]
-    raise InputError(f"{where} is not a number: {shown}")
-
-
-def _to_sample(values: list[float], channels: int) -> Vector:
-    if len(values) != channels:
-        which = "short" if len(values) < channels else "long"
-        raise InputError(f"{which} line: {len(values)} values, expected {channels}")
-    with np.errstate(over="ignore"):  # out of float32 range becomes inf, rejected below
-        sample = np.array(values, dtype=np.float32)
-    if not np.isfinite(sample).all():
-        column = int(np.flatnonzero(~np.isfinite(sample))[0]) + 1
-        raise InputError(f"value {column} is not finite in float32: {values[column - 1]}")
-    return sample
-
-
-# --- many lines at once ---------------------------------------------------------------
-#
-# A replayed file (or a fast serial port) delivers thousands of lines per read.
-# Parsing them one by one in Python costs ~6 us a line, ~200 us per 64x3 window;
-# these functions parse a whole block with a few dozen numpy operations instead.
-# Whatever they are not sure of goes through `parse_line` line by line, so the
-# samples and the error messages are exactly those of `parse_line`.
 
 _NEWLINE, _COMMA, _MINUS, _POINT, _PLUS = b"\n,-.+"
 # Every byte a plain CSV line of numbers can hold. A line with any other byte
@@ -133,11 +45,13 @@ def parse_csv_block(
     The result is what `parse_line` makes of each line in turn: the samples of the
     good lines in order, and (line index, InputError message) per bad line. Blank
     lines are skipped, as a lines source skips them; a last line without a newline
-    counts. Plain CSV lines are parsed together; any line the bulk parse is not
-    sure of (JSON, other bytes, a wrong number of cells, a value `float` rejects or
-    float32 cannot hold) goes through `parse_line` on its own. With `fields` every
-    line does: JSON is expected.
+    counts; a UTF-8 byte order mark that starts the block is not part of any line.
+    Plain CSV lines are parsed together; any line the bulk parse is not sure of
+    (JSON, other bytes, a wrong number of cells, a value `float` rejects or float32
+    cannot hold) goes through `parse_line` on its own. With `fields` every line
+    does: JSON is expected.
     """
+    block = block.removeprefix(BOM)  # lines stay where they were: it is not a line
     if not block:
         return np.empty((0, channels), dtype=np.float32), []
     if not block.endswith(b"\n"):
@@ -384,91 +298,3 @@ def _digits_value(digits: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     pairs = (digits * np.uint64(10) + (digits >> _BYTE)) & np.uint64(0x00FF00FF00FF00FF)
     fours = (pairs * np.uint64(100) + (pairs >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
     return (fours * np.uint64(10000) + (fours >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
-
-
-class SlidingWindow:
-    """Normalised windows of `size` samples, one every `hop` samples; `push` is its verb.
-
-    Samples are normalised once, on the way into a preallocated ring, so a push
-    costs O(channels) and allocates nothing; only an emitted window is a new
-    array (the pipeline may hold on to it). Not thread-safe: one source thread
-    pushes.
-    """
-
-    def __init__(
-        self,
-        size: int,
-        hop: int,
-        channels: int,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-    ) -> None:
-        _check_count("size", size)
-        _check_count("hop", hop)
-        _check_count("channels", channels)
-        self.size = size
-        self.hop = hop
-        self.channels = channels
-        self._mean = _per_channel("mean", mean, channels, default=0.0)
-        self._std = _per_channel("std", std, channels, default=1.0)
-        if not (self._std > 0).all():
-            raise ValueError(f"std: every value must be > 0, got {list(std or [])}")
-        self._ring = np.zeros((size, channels), dtype=np.float32)
-        self._next = 0  # ring row the next sample goes to; also the oldest row once full
-        self._due = size  # pushes until the next window is emitted
-
-    def push(self, sample: np.ndarray) -> Vector | None:
-        """Add one sample [channels]; a fresh float32 [size, channels] window when one is due."""
-        if sample.shape != (self.channels,):
-            raise ValueError(f"sample: shape {sample.shape}, expected ({self.channels},)")
-        row = self._ring[self._next]
-        np.subtract(sample, self._mean, out=row)
-        np.divide(row, self._std, out=row)
-        self._next = (self._next + 1) % self.size
-        self._due -= 1
-        if self._due:
-            return None
-        self._due = self.hop
-        return np.concatenate((self._ring[self._next :], self._ring[: self._next]))
-
-    def push_many(self, samples: np.ndarray) -> list[Vector]:
-        """Add samples [n, channels] at once: the windows n `push` calls would emit,
-        in order, each a fresh float32 [size, channels] array, at the cost of a few
-        array operations instead of n."""
-        if samples.ndim != 2 or samples.shape[1] != self.channels:
-            raise ValueError(f"samples: shape {samples.shape}, expected (n, {self.channels})")
-        count = len(samples)
-        # The ring's samples oldest first, then the new ones normalised as `push`
-        # does it (the same float32 operations, so the same values).
-        series = np.empty((self.size + count, self.channels), dtype=np.float32)
-        older = self.size - self._next
-        series[:older] = self._ring[self._next :]
-        series[older : self.size] = self._ring[: self._next]
-        fresh = series[self.size :]
-        np.subtract(samples, self._mean, out=fresh)
-        np.divide(fresh, self._std, out=fresh)
-        # After t new samples the window is series[t : t + size]; one is due after
-        # `_due` of them, then every `hop`.
-        due = range(self._due, count + 1, self.hop)
-        windows = [series[t : t + self.size].copy() for t in due]
-        self._due = due[-1] + self.hop - count if due else self._due - count
-        self._ring[:] = series[count:]
-        self._next = 0
-        return windows
-
-
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: must be an integer >= 1, got {value!r}")
-
-
-def _per_channel(
-    name: str, values: Sequence[float] | None, channels: int, *, default: float
-) -> Vector:
-    if values is None:
-        return np.full(channels, default, dtype=np.float32)
-    if len(values) != channels:
-        raise ValueError(f"{name}: {len(values)} values for {channels} channels")
-    if not all(math.isfinite(value) for value in values):
-        raise ValueError(f"{name}: every value must be finite, got {list(values)}")
-    return np.array(values, dtype=np.float32)
