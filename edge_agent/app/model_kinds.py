@@ -35,10 +35,6 @@ def is_audio(p: cfg.PipelineSettings) -> bool:
     return p.source.kind == "audio"
 
 
-def _model_key(p: cfg.PipelineSettings, exc: Exception) -> ConfigError:
-    return ConfigError(f"pipelines.{p.name}.model: {exc}")
-
-
 # --- detection ------------------------------------------------------------------------
 
 
@@ -172,8 +168,8 @@ def _wake_options(p: cfg.PipelineSettings, base: ListenerOptions) -> WakeWordOpt
     assert isinstance(pol, cfg.WakeWordPolicySettings)
     try:
         manifest = WakeWordManifest.read(p.model) if p.model.suffix.lower() == ".json" else None
-    except ModelError as exc:
-        raise _model_key(p, exc) from exc
+    except ModelError as exc:  # like a model file that does not load: this pipeline only
+        raise ModelError(f"pipelines.{p.name}.model: {exc}") from exc
     asked = replace(
         base,
         word=pol.word,
