@@ -242,24 +242,28 @@ def manifest_model(path: Path) -> Path:
 def discovery_configs(settings: cfg.Settings, sw_version: str) -> dict[str, bytes]:
     """The entities of detection pipelines (occupancy, counts, line counters) and of
     wake-word pipelines (an event entity), beside every pipeline's state entity."""
-    from edge_agent.audio.ha import wakeword_discovery_configs  # noqa: PLC0415
-    from edge_agent.detect.ha import detection_discovery_configs, detection_spec  # noqa: PLC0415
-
     common = {
         "device_id": settings.device_id,
         "prefix": settings.mqtt.prefix,
         "discovery_prefix": settings.homeassistant.discovery_prefix,
         "sw_version": sw_version,
     }
-    specs = [
-        detection_spec(p.name, detection_policy(p)) for p in settings.pipelines if is_detection(p)
-    ]
+    configs: dict[str, bytes] = {}
+    detecting = [p for p in settings.pipelines if is_detection(p)]
+    if detecting:  # (imports Pillow: only where a detection pipeline needs it anyway)
+        from edge_agent.detect.ha import detection_discovery_configs, detection_spec  # noqa: PLC0415
+
+        specs = [detection_spec(p.name, detection_policy(p)) for p in detecting]
+        try:
+            configs |= detection_discovery_configs(specs=specs, **common)
+        except ValueError as exc:  # zone, label or line names that clash once sanitised
+            raise ConfigError(f"homeassistant: {exc}") from exc
     words = [(p.name, _word(p)) for p in settings.pipelines if p.policy.kind == "wakeword"]
-    try:
-        configs = detection_discovery_configs(specs=specs, **common)
-    except ValueError as exc:  # zone, label or line names that clash once sanitised
-        raise ConfigError(f"homeassistant: {exc}") from exc
-    return {**configs, **wakeword_discovery_configs(words=words, **common)}
+    if words:
+        from edge_agent.audio.ha import wakeword_discovery_configs  # noqa: PLC0415
+
+        configs |= wakeword_discovery_configs(words=words, **common)
+    return configs
 
 
 def _word(p: cfg.PipelineSettings) -> str:

@@ -23,9 +23,7 @@ from edge_agent.mqtt.outbox import NewEvent, Outbox
 from edge_agent.mqtt.payloads import ModelInfo, Topics
 from edge_agent.mqtt.publisher import MqttOptions
 from edge_agent.mqtt.sink import MessageSink
-from edge_agent.pipeline.detecting import DetectionPipeline
 from edge_agent.pipeline.drift import DriftMonitor
-from edge_agent.pipeline.listening import ListeningPipeline
 from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.pipeline.runner import DriftWatch, ImageOptions, Pipeline
 from edge_agent.sources.base import Source
@@ -33,6 +31,8 @@ from edge_agent.update.store import ModelStore
 from edge_agent.util.tls import MqttTls, read_secret
 
 if TYPE_CHECKING:
+    from edge_agent.audio.listener import Listener
+    from edge_agent.pipeline.listening import ListeningPipeline
     from edge_agent.sources.sensor.window import SlidingWindow
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,8 @@ def build_pipeline(
     }
     try:
         if kinds.is_detection(p):
+            from edge_agent.pipeline.detecting import DetectionPipeline  # noqa: PLC0415 - Pillow
+
             return DetectionPipeline(p.name, make_detector=kinds.detector_maker(p, labels), **parts)
         return Pipeline(p.name, **parts)
     except ModelError as exc:
@@ -231,7 +233,7 @@ def check_model(p: cfg.PipelineSettings, model: Model, labels: Path | None = Non
     check_model_fits(p, model)
     if kinds.is_detection(p):
         kinds.check_detector(p, model, labels)
-    else:
+    elif is_camera(p):  # only an image model can be a detector
         kinds.check_classifier(p, model)
 
 
@@ -259,6 +261,8 @@ def build_listening(
 ) -> ListeningPipeline:
     """An audio pipeline: its listener around the installed update, else the
     configured model (a .tflite or a microWakeWord .json manifest)."""
+    from edge_agent.pipeline.listening import ListeningPipeline  # noqa: PLC0415
+
     installed = store.current(model_name(p)) if store else None
     listener = None
     if installed is not None:
@@ -271,10 +275,19 @@ def build_listening(
         listener = kinds.listener_for(settings, p, p.model)
         info = ModelInfo(model_name(p), p.model_version, listener.model.sha256)
     policy = build_policy(p, output_classes(listener.model))
+
+    def rebuild(model: Model) -> Listener:
+        """A listener for a model swapped in: an update is read from where the store
+        installed it (the model was loaded from its download, gone by now)."""
+        current = store.current(model_name(p)) if store else None
+        if current is not None and current.sha256 == model.sha256:
+            return kinds.listener_for(settings, p, current.path)
+        return kinds.listener_for(settings, p, Path(model.label))
+
     return ListeningPipeline(
         p.name,
         listener=listener,
-        rebuild=lambda model: kinds.listener_for(settings, p, Path(model.label)),
+        rebuild=rebuild,
         source=_source(settings, p),
         model_info=info,
         policy=policy,

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from edge_agent.detect.ha import _common
-from edge_agent.mqtt.homeassistant import DEFAULT_DISCOVERY_PREFIX, node_id
+from edge_agent.mqtt.homeassistant import DEFAULT_DISCOVERY_PREFIX, device_fields, node_id
 from edge_agent.mqtt.payloads import Topics, encode
 
 # Jinja: the event payload -> the JSON Home Assistant's MQTT event entity wants.
@@ -32,7 +31,7 @@ def wakeword_discovery_configs(
 ) -> dict[str, bytes]:
     """Config topic -> payload of an `event` entity per (pipeline, word)."""
     node = node_id(device_id)
-    common = _common(device_id, prefix, sw_version)
+    common = device_fields(device_id, prefix, sw_version)
     configs: dict[str, bytes] = {}
     for pipeline, word in words:
         local = f"{node_id(pipeline)}_wakeword"
