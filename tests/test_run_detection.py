@@ -4,10 +4,17 @@ mosquitto; events and the retained state as a subscriber sees them."""
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from edge_agent.app.agent import Agent
+from edge_agent.config.settings import load_settings
+from edge_agent.detect.decode import DecodeOptions
+from edge_agent.pipeline.detecting import DetectionPipeline
 
 from .broker import Mosquitto
 from .conftest import FIXTURE_IMAGES, FIXTURE_MODELS
@@ -144,3 +151,48 @@ def test_a_model_that_is_no_detector_is_refused_naming_its_outputs(
     checked = run("config", "check", config)
     assert checked.returncode == 78
     assert "pipelines.yard.model" in checked.stderr
+
+
+def test_a_reload_makes_the_detector_decode_as_the_new_policy_says(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(FIXTURE_IMAGES / "pets.jpg", frames / "pets.jpg")
+    pipeline = {
+        "name": "yard",
+        "model": str(SSD),
+        "labels": str(SSD_LABELS),
+        "source": {"kind": "files", "pattern": str(frames / "*.jpg"), "loop": True, "fps": 20},
+        "policy": {"kind": "detection", "min_score": 0.5},
+    }
+    base = {
+        "device_id": "cam1",
+        "state_dir": str(tmp_path / "state"),
+        "mqtt": {"host": "127.0.0.1", "port": broker.port},
+        "pipelines": [pipeline],
+    }
+    agent = Agent(load_settings(None, base))
+    stop = threading.Event()
+    runner = threading.Thread(target=agent.run, args=(stop,))
+    runner.start()
+    try:
+        (serving,) = agent.pipelines
+        assert isinstance(serving, DetectionPipeline)
+        assert serving.detector.options == DecodeOptions(min_score=0.5, iou=0.45)
+        policy = {"kind": "detection", "min_score": 0.6, "score_hysteresis": 0.2, "iou": 0.3}
+        changed = {**base, "pipelines": [{**pipeline, "policy": policy}]}
+        agent.reloader = lambda: load_settings(None, changed)
+        assert agent.reload() == []  # every change applied live
+        options = serving.detector.options  # the floor: 0.6 less the hysteresis
+        assert options.min_score == pytest.approx(0.4)
+        assert options.iou == 0.3
+        served = serving.stats.inferences
+        deadline = time.monotonic() + 20
+        while serving.stats.inferences < served + 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert serving.stats.inferences >= served + 3
+        assert serving.stats.model_errors == 0
+    finally:
+        stop.set()
+        runner.join(30)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from edge_agent.audio.decisions import ClassifiedAudio, WakeWordDecisions
     from edge_agent.audio.listener import Listener, ListenerOptions
     from edge_agent.audio.policy import WakeWordOptions
+    from edge_agent.detect.decode import DecodeOptions
     from edge_agent.detect.detector import Detector
     from edge_agent.detect.policy import DetectionPolicy
 
@@ -40,20 +41,13 @@ def is_audio(p: cfg.PipelineSettings) -> bool:
 
 def detector_maker(
     p: cfg.PipelineSettings, labels: Path | None = None
-) -> Callable[[Model], Detector]:
-    """Wraps each model the pipeline serves in a Detector; `labels` (an update's)
-    replace the configured file. The decoder keeps every box the policy could
-    count (its lowest score, less the hysteresis)."""
-    from edge_agent.detect.decode import DecodeOptions  # noqa: PLC0415 - Pillow, numpy
-    from edge_agent.detect.detector import Detector  # noqa: PLC0415
+) -> Callable[[Model, DecodeOptions], Detector]:
+    """Wraps each model the pipeline serves in a Detector that decodes as its policy
+    says (`DetectionPolicy.decode`); `labels` (an update's) replace the configured
+    file."""
+    from edge_agent.detect.detector import Detector  # noqa: PLC0415 - Pillow
     from edge_agent.detect.labels import DetectionLabels  # noqa: PLC0415
 
-    pol = p.policy
-    assert isinstance(pol, cfg.DetectionPolicySettings)
-    floor = min([pol.min_score, *pol.min_score_by_label.values()]) - pol.score_hysteresis
-    options = DecodeOptions(
-        min_score=max(floor, 0.0), iou=pol.iou, max_detections=pol.max_detections
-    )
     path = labels or p.labels
     try:
         names = DetectionLabels.read(path)
@@ -61,7 +55,7 @@ def detector_maker(
         raise ConfigError(f"pipelines.{p.name}.labels: {exc}") from exc
     kind = None if p.model_kind == "auto" else p.model_kind
 
-    def make(model: Model) -> Detector:
+    def make(model: Model, options: DecodeOptions) -> Detector:
         return Detector(
             model,
             kind=kind,
@@ -78,7 +72,7 @@ def detector_maker(
 def check_detector(p: cfg.PipelineSettings, model: Model, labels: Path | None = None) -> None:
     """ConfigError unless the detection pipeline's model is a detector it can read."""
     try:
-        detector_maker(p, labels)(model)
+        detector_maker(p, labels)(model, detection_policy(p).decode)
     except ModelError as exc:
         raise ConfigError(
             f"pipelines.{p.name}.model: policy.kind = 'detection' needs a detector: {exc}"
@@ -126,6 +120,8 @@ def detection_policy(p: cfg.PipelineSettings) -> DetectionPolicy:
             heartbeat=pol.heartbeat,
             min_interval=pol.min_interval,
             max_objects=pol.max_objects,
+            iou=pol.iou,
+            max_detections=pol.max_detections,
         )
     except ValueError as exc:
         raise ConfigError(f"pipelines.{p.name}.policy: {exc}") from exc

@@ -15,11 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.detect.decode import DecodeOptions
 from edge_agent.detect.detector import Detector
 from edge_agent.errors import InputError
 from edge_agent.model.preprocess import Placement
 from edge_agent.model.runtime import Model
 from edge_agent.mqtt.payloads import Decision, ModelInfo
+from edge_agent.pipeline.policy import Policy
 from edge_agent.pipeline.runner import Pipeline
 from edge_agent.sources.base import Frame, Item
 
@@ -33,17 +35,40 @@ class Prepared:
 
 
 class DetectionPipeline(Pipeline):
-    """A `Pipeline` whose model is a detector; `make_detector` wraps each model it
-    serves (the configured one, then every update), and may raise ModelError."""
+    """A `Pipeline` whose model is a detector and whose policy a `DetectionPolicy`;
+    `make_detector` wraps each model it serves (the configured one, then every
+    update) to decode as the policy says, and may raise ModelError."""
 
     def __init__(
-        self, name: str, *, make_detector: Callable[[Model], Detector], **parts: Any
+        self,
+        name: str,
+        *,
+        make_detector: Callable[[Model, DecodeOptions], Detector],
+        **parts: Any,
     ) -> None:
         self._make_detector = make_detector
         super().__init__(name, **parts)
 
+    @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        """A new policy (a reload) may decode differently: a lower score, another NMS
+        overlap; the detector follows it."""
+        self._policy = policy
+        detector = getattr(self, "detector", None)
+        if detector is not None and detector.options != self._decode_options():
+            self.detector = self._make_detector(self.model, self._decode_options())
+
+    def _decode_options(self) -> DecodeOptions:
+        options = getattr(self._policy, "decode", None)
+        return options if isinstance(options, DecodeOptions) else DecodeOptions()
+
     def _install(self, model: Model, info: ModelInfo) -> None:
-        detector = self._make_detector(model)  # first: a refused model changes nothing
+        # First: a refused model changes nothing.
+        detector = self._make_detector(model, self._decode_options())
         self.model, self.model_info, self.detector = model, info, detector
         self._image = None  # the detector prepares the frames
 
