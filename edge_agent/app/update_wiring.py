@@ -7,15 +7,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_agent.app import wiring
 from edge_agent.config import settings as cfg
 from edge_agent.errors import ConfigError
+from edge_agent.model.preprocess import ImagePreprocessor
 from edge_agent.mqtt.payloads import ModelInfo
 from edge_agent.pipeline.policy import Policy
 from edge_agent.pipeline.runner import Pipeline
 from edge_agent.update.fetch import Fetcher, FetchOptions
 from edge_agent.update.keys import load_public_key
-from edge_agent.update.manager import Reporter, Target, UpdateManager, UpdateOptions
+from edge_agent.update.manager import Reporter, UpdateManager, UpdateOptions
+from edge_agent.update.protocols import Target
 from edge_agent.update.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -50,20 +54,29 @@ def build_manager(
         jitter=u.jitter,
         probation_inferences=u.probation_inferences,
         probation_seconds=u.probation_seconds,
-    )
-    fetcher = Fetcher(
-        FetchOptions(
-            connect_timeout=u.connect_timeout,
-            read_timeout=u.read_timeout,
-            allow_http=u.allow_http,
-            ca_file=_str(u.ca_file),
-            client_cert=_str(u.client_cert),
-            client_key=_str(u.client_key),
-            max_manifest_bytes=u.max_manifest_bytes,
-        )
+        max_manifest_bytes=u.max_manifest_bytes,
     )
     return UpdateManager(
-        options, fetcher, store, _targets(settings, pipelines), quiet_reporter(publish)
+        options,
+        Fetcher(fetch_options(u)),
+        store,
+        _targets(settings, pipelines),
+        quiet_reporter(publish),
+    )
+
+
+def fetch_options(u: cfg.UpdateSettings) -> FetchOptions:
+    """The fetcher's options, from `[update]`."""
+    return FetchOptions(
+        connect_timeout=u.connect_timeout,
+        read_timeout=u.read_timeout,
+        deadline=u.deadline,
+        min_rate=u.min_rate,
+        rate_window=u.rate_window,
+        allow_http=u.allow_http,
+        ca_file=_str(u.ca_file),
+        client_cert=_str(u.client_cert),
+        client_key=_str(u.client_key),
     )
 
 
@@ -90,6 +103,7 @@ def _targets(settings: cfg.Settings, pipelines: Sequence[Pipeline]) -> list[Targ
                 wiring.model_loader(settings, p),
                 (p.model, info),
                 _policy_maker(p, pipeline),
+                _preparer(pipeline),
             )
     return list(targets.values())
 
@@ -100,6 +114,15 @@ def _policy_maker(p: cfg.PipelineSettings, pipeline: Pipeline) -> Callable[[Path
         return wiring.build_policy(p, classes, labels)
 
     return make
+
+
+def _preparer(pipeline: Pipeline) -> Callable[[bytes], np.ndarray]:
+    """Golden images become tensors the way the serving model's input wants them."""
+
+    def prepare(data: bytes) -> np.ndarray:
+        return ImagePreprocessor(pipeline.model.inputs[0]).prepare(data)
+
+    return prepare
 
 
 def quiet_reporter(publish: Callable[[dict[str, Any]], None]) -> Reporter:

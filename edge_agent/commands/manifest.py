@@ -15,26 +15,32 @@ import hashlib
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
-from urllib.request import url2pathname
 
-from edge_agent.errors import ConfigError, EdgeAgentError, FetchError, InputError, UpdateError
+from edge_agent.errors import (
+    ConfigError,
+    EdgeAgentError,
+    InputError,
+    IntegrityError,
+    UpdateError,
+)
 from edge_agent.util.fs import atomic_write
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from edge_agent.update.manifest import Manifest
+    from edge_agent.update.protocols import Fetch
 
-Fetch = Callable[[str], bytes]  # a URL to its bytes; raises FetchError
 DEFAULT_PRIVATE = Path("update-key.pem")
 DEFAULT_PUBLIC = Path("update-key.pub")
-MAX_REMOTE_FILE = 2**31  # verify reads models whole; the manifest's lengths are checked after
+_CHUNK = 1 << 20
 _DURATION = re.compile(r"([1-9][0-9]*)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -232,31 +238,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _locate(args: argparse.Namespace) -> tuple[str, Fetch]:
-    """The manifest's URL and what reads it: a local file, or the device's own HTTP
-    client (same TLS rules, same size caps) for an http(s) URL."""
+    """The manifest's URL and what reads it: a local file, or the device's own
+    fetcher (same TLS rules, caps, deadline, streaming hashes) for an http(s) URL."""
     source: str = args.manifest
     if urlsplit(source).scheme not in ("http", "https"):
-        return Path(source).resolve().as_uri(), read_local
+        from edge_agent.update.local import LocalFetch  # noqa: PLC0415 - lazy
+
+        return Path(source).resolve().as_uri(), LocalFetch()
     from edge_agent.update.fetch import Fetcher, FetchOptions  # noqa: PLC0415 - lazy
 
-    fetcher = Fetcher(FetchOptions(allow_http=args.allow_http, ca_file=args.ca_file))
-
-    def fetch(url: str) -> bytes:
-        return fetcher.get_small(url, MAX_REMOTE_FILE)
-
-    return source, fetch
-
-
-def read_local(url: str) -> bytes:
-    """A `file:` URL's bytes: the local counterpart of an HTTPS fetch."""
-    parts = urlsplit(url)
-    if parts.scheme != "file":
-        raise FetchError(f"{url}: only local files can be read here")
-    path = Path(url2pathname(parts.path))
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise FetchError(f"{path}: cannot read: {exc.strerror}") from None
+    return source, Fetcher(FetchOptions(allow_http=args.allow_http, ca_file=args.ca_file))
 
 
 @dataclass(frozen=True)
@@ -286,26 +277,27 @@ def verify_location(
     now: datetime,
     files: bool,
 ) -> Verdict:
-    """A device's checks in a device's order, from a manifest URL and a fetcher."""
-    from edge_agent.update import manifest as spec  # noqa: PLC0415 - lazy, see above
+    """A device's checks through the device's code path (`update.release`): the
+    manifest within the device's size cap, its signature, freshness, and with
+    `files` every file it lists, streamed through a hash into a temporary folder."""
+    from edge_agent.update import release  # noqa: PLC0415 - lazy, see above
 
-    data = fetch(url)
-    spec.verify_signature(data, fetch(url + ".sig"), keys)
-    manifest = spec.parse_manifest(data)
-    newer = spec.check_freshness(manifest, trusted_version=trusted_version, now=now)
+    got = release.read_release(fetch, url, keys, trusted_version=trusted_version, now=now)
+    assert got is not None  # unconditional: never "unchanged"
     checked, unchecked = 0, []
-    for index, entry in enumerate(manifest.models if files else ()):
-        for field, ref in entry.refs():
-            target = urljoin(url, ref.url)
-            if urlsplit(url).scheme == "file" and urlsplit(ref.url).scheme:
-                unchecked.append(target)
-                continue
-            try:
-                spec.check_file(fetch(target), ref)
-            except UpdateError as exc:  # name the field, as the parser's errors do
-                raise type(exc)(f"models[{index}].{field}: {exc}") from None
-            checked += 1
-    return Verdict(manifest, newer, checked, tuple(unchecked))
+    with tempfile.TemporaryDirectory(prefix="edge-agent-verify-") as scratch:
+        for index, entry in enumerate(got.manifest.models if files else ()):
+            for field, ref in entry.refs():
+                target = urljoin(url, ref.url)
+                if urlsplit(url).scheme == "file" and urlsplit(ref.url).scheme:
+                    unchecked.append(target)
+                    continue
+                try:
+                    release.download(fetch, target, ref, Path(scratch) / f"{index}-{field}")
+                except IntegrityError as exc:  # name the field, as the parser's errors do
+                    raise type(exc)(f"models[{index}].{field}: {exc}") from None
+                checked += 1
+    return Verdict(got.manifest, got.newer, checked, tuple(unchecked))
 
 
 def _summary(manifest: Manifest) -> str:

@@ -129,7 +129,17 @@ class UpdateSettings(Strict):
     client_cert: Path | None = None
     client_key: Path | None = None
     connect_timeout: float = Field(10.0, gt=0, le=600)
-    read_timeout: float = Field(30.0, gt=0, le=3600)
+    read_timeout: float = Field(30.0, gt=0, le=3600, description="seconds for one socket read")
+    deadline: float = Field(
+        3600.0,
+        gt=0,
+        le=DAY,
+        description="seconds for one whole download; resumed at the next check",
+    )
+    min_rate: float = Field(
+        1024.0, ge=0, le=1e9, description="bytes/s below which a download is given up; 0 = off"
+    )
+    rate_window: float = Field(60.0, gt=0, le=3600, description="seconds min_rate is measured over")
     max_manifest_bytes: int = Field(1_000_000, ge=1_000, le=100_000_000)
     probation_inferences: int = Field(
         20, ge=1, le=1_000_000, description="healthy inferences to commit"

@@ -2,18 +2,20 @@
 
 Deliberately dumb about *what* the bytes are (manifest.py verifies them) and strict
 about *how* they arrive: https unless explicitly allowed, bounded reads (a hostile
-or broken server cannot fill RAM or the SD card), resumable downloads (a flaky link
-re-sends only what is missing), and every network exception turned, here and only
-here, into one FetchError with a short reason. Stdlib only: it runs on 1 GB boards.
+or broken server cannot fill RAM or the SD card), hashes computed while a body
+streams, resumable downloads (a flaky link re-sends only what is missing), an
+overall deadline and a minimum rate (a server that drips a byte a second cannot
+pin the update thread), and every network exception turned, here and in
+transfer.py only, into one FetchError with a short reason. Stdlib only: it runs
+on 1 GB boards.
 """
 
 from __future__ import annotations
 
 import http.client
-import json
 import logging
-import os
 import ssl
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,118 +23,133 @@ from pathlib import Path
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from edge_agent import __version__
-from edge_agent.errors import ConfigError, FetchError, LengthError
-from edge_agent.util.fs import atomic_write
+from edge_agent.errors import ConfigError, FetchError, UpdateError
+from edge_agent.update import transfer
+from edge_agent.update.manifest import FileCheck, FileRef
+from edge_agent.update.protocols import Fetched, Validators
+from edge_agent.update.transfer import Guard, Limits, Reply, network
 
 log = logging.getLogger(__name__)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
-_CHUNK = 64 * 1024
-# ssl.SSLError and socket.timeout are OSErrors; ValueError: a URL http.client cannot encode.
-_NETWORK_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
 @dataclass(frozen=True)
 class FetchOptions:
-    """How to reach the update server. `read_timeout` bounds each socket read,
-    not the whole transfer: a stalled body fails after it, a slow one does not."""
+    """How to reach the update server. `read_timeout` bounds each socket read;
+    `deadline` bounds a whole fetch (a model download is resumed at the next
+    check); a body slower than `min_rate` bytes/s over any `rate_window` seconds
+    is given up (its partial kept), as is one `cancel`led by the caller."""
 
     connect_timeout: float = 10.0  # TCP connect and TLS handshake
     read_timeout: float = 30.0
+    deadline: float = 3600.0
+    min_rate: float = 1024.0
+    rate_window: float = 60.0
     allow_http: bool = False
     ca_file: str | None = None  # replaces (does not extend) the system CAs
     client_cert: str | None = None
     client_key: str | None = None  # None: the key is in client_cert
-    max_manifest_bytes: int = 1_000_000
     user_agent: str = f"edge-agent/{__version__}"
 
-
-@dataclass(frozen=True)
-class Fetched:
-    """A manifest body and the validators to send back on the next poll."""
-
-    body: bytes
-    etag: str | None
-    last_modified: str | None
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """A response, the url (and where it redirected) for messages, the read timeout."""
-
-    response: http.client.HTTPResponse
-    where: str
-    timeout: float
-
-    def read(self, amount: int) -> bytes:
-        with _network(self.where, self.timeout):
-            return self.response.read(amount)
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout", "read_timeout", "deadline", "rate_window"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be more than 0, got {getattr(self, name)!r}")
+        if not self.min_rate >= 0:
+            raise ConfigError(f"min_rate: must be 0 or more, got {self.min_rate!r}")
 
 
 class Fetcher:
-    """Conditional, capped and resumable GETs; one connection per request, never reused."""
+    """The `Fetch` protocol over HTTP(S): conditional, capped, hashed, resumable,
+    guarded GETs; one connection per request, never reused."""
 
     def __init__(self, options: FetchOptions) -> None:
         self._options = options
         self._ssl = _ssl_context(options)  # built now: bad TLS files fail at start-up
+        o = options
+        self._limits = Limits(o.read_timeout, o.deadline, o.min_rate, o.rate_window)
 
-    def get_manifest(
-        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    def fetch(
+        self,
+        url: str,
+        *,
+        max_length: int,
+        sha256: str | None = None,
+        into: Path | None = None,
+        since: Validators | None = None,
+        cancel: threading.Event | None = None,
     ) -> Fetched | None:
-        """The manifest, or None when unchanged (304): a poll costs one round trip."""
+        """See `protocols.Fetch`. A 304 answers None (a poll costs one round trip)."""
+        with Guard(url, self._limits, cancel) as guard:
+            try:
+                if into is None:
+                    return self._get(url, max_length, sha256, since, guard)
+                if sha256 is None:
+                    raise ValueError("a download into a file needs its sha256")
+                self._download(url, into, FileRef(url, max_length, sha256), guard)
+                return Fetched(b"", into)
+            except UpdateError as exc:
+                guard.explain(exc)
+                raise
+
+    def _get(
+        self, url: str, cap: int, sha256: str | None, since: Validators | None, guard: Guard
+    ) -> Fetched | None:
         headers = {}
-        if etag:
-            headers["If-None-Match"] = etag
-        if last_modified:
-            headers["If-Modified-Since"] = last_modified
-        with self._open(url, headers) as reply:
-            if reply.response.status == 304:
+        if since is not None and since.etag:
+            headers["If-None-Match"] = since.etag
+        if since is not None and since.last_modified:
+            headers["If-Modified-Since"] = since.last_modified
+        with self._open(url, headers, guard) as reply:
+            if reply.response.status == 304 and since is not None:
                 return None
             _expect(reply, 200)
-            body = _read_capped(reply, self._options.max_manifest_bytes)
-            header = reply.response.getheader
-            return Fetched(body, header("ETag"), header("Last-Modified"))
+            body = transfer.read_body(reply, cap, sha256)
+            return Fetched(body, None, reply.header("ETag"), reply.header("Last-Modified"))
 
-    def get_small(self, url: str, max_bytes: int) -> bytes:
-        """A small file (a .sig, labels) held in memory, hence capped at `max_bytes`."""
-        with self._open(url, {}) as reply:
-            _expect(reply, 200)
-            return _read_capped(reply, max_bytes)
-
-    def download(self, url: str, dest: Path, length: int) -> None:
-        """Stream `url` into `dest`, resuming a partial file when the validator
-        remembered in the `.meta` sidecar says the server still has the same file.
-        Writes at most length + 1 bytes; a short read keeps the partial for later."""
+    def _download(self, url: str, dest: Path, ref: FileRef, guard: Guard) -> None:
+        """Stream `url` into `dest`, hashing it, resuming a partial file when the
+        validator remembered in the `.meta` sidecar says the server still has the
+        same file. Writes at most length + 1 bytes; a short read keeps the partial
+        for later; a complete file of the wrong digest is deleted (never resumed)."""
         meta = dest.with_suffix(dest.suffix + ".meta")
-        size = dest.stat().st_size if dest.exists() else None
-        if size == length:
+        if _complete(dest, meta, ref, guard):
             return
-        offset, validator = _resume_point(dest, meta, size, url, length)
+        check = FileCheck(ref)
+        offset, validator = transfer.resume_point(dest, meta, url, ref.length)
+        if validator:  # hashed before the request: the server is not kept waiting
+            transfer.hash_prefix(check, dest, offset, guard)
         headers = {"Range": f"bytes={offset}-", "If-Range": validator} if validator else {}
-        with self._open(url, headers) as reply:
+        with self._open(url, headers, guard) as reply:
             if reply.response.status == 206 and validator:
-                _check_range(reply, offset, length)
+                transfer.check_range(reply, offset, ref.length)
                 log.info("update: resuming %s at byte %d", reply.where, offset)
             else:
                 if reply.response.status == 416:  # the partial outgrew the server's file
                     dest.unlink(missing_ok=True)
                 _expect(reply, 200)  # a 200 to a Range: ignored, or the file changed
-                _check_declared(reply.response.length, reply.where, length)
-                offset = 0
-                _write_meta(meta, url, length, reply.response)
-            total = _stream_to(reply, dest, offset, length)
-        if total < length:
-            raise FetchError(f"{reply.where}: short read: got {total} of {length} bytes (kept)")
+                transfer.check_declared(reply.response.length, reply.where, ref.length)
+                offset, check = 0, FileCheck(ref)
+                transfer.write_meta(meta, url, ref.length, reply)
+            total = transfer.stream_to(reply, dest, offset, ref.length, check)
+        if total < ref.length:
+            raise FetchError(f"{reply.where}: short read: got {total} of {ref.length} bytes (kept)")
         meta.unlink(missing_ok=True)
+        try:
+            check.done()
+        except UpdateError:
+            dest.unlink(missing_ok=True)
+            raise
 
     @contextmanager
-    def _open(self, url: str, headers: dict[str, str]) -> Iterator[_Reply]:
+    def _open(self, url: str, headers: dict[str, str], guard: Guard) -> Iterator[Reply]:
         """The final response after at most 5 redirects (never https -> http);
         its connection is closed on exit."""
         current = url
         for _ in range(_MAX_REDIRECTS + 1):
-            connection, response = self._send(current, headers)
+            connection, response = self._send(current, headers, guard)
             if response.status not in _REDIRECTS:
                 break
             _close(connection, response)
@@ -141,14 +158,16 @@ class Fetcher:
             raise FetchError(f"{url}: more than {_MAX_REDIRECTS} redirects")
         try:
             where = url if current == url else f"{url} (redirected to {current})"
-            yield _Reply(response, where, self._options.read_timeout)
+            guard.where = where
+            yield Reply(response, where, guard, self._options.read_timeout)
         finally:
             _close(connection, response)
 
     def _send(
-        self, url: str, headers: dict[str, str]
+        self, url: str, headers: dict[str, str], guard: Guard
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Connect under connect_timeout, then send and await headers under read_timeout."""
+        """Connect under connect_timeout, then send and await headers under
+        read_timeout, the guard watching the socket from then on."""
         parts = self._parse(url)
         opts = self._options
         host, port, timeout = parts.hostname or "", parts.port, opts.connect_timeout
@@ -159,9 +178,10 @@ class Fetcher:
         )
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
-            with _network(url, opts.connect_timeout, "connecting: "):
+            with network(url, opts.connect_timeout, "connecting: "):
                 connection.connect()
-            with _network(url, opts.read_timeout):
+            guard.attach(connection.sock)
+            with network(url, opts.read_timeout):
                 if connection.sock is not None:
                     connection.sock.settimeout(opts.read_timeout)
                 headers = {**headers, "User-Agent": opts.user_agent}
@@ -208,7 +228,7 @@ def _ssl_context(options: FetchOptions) -> ssl.SSLContext:
     try:
         context = ssl.create_default_context(cafile=options.ca_file)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"ca_file {options.ca_file}: {_reason(exc, 0)}") from exc
+        raise ConfigError(f"ca_file {options.ca_file}: {transfer.reason(exc, 0)}") from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
@@ -227,7 +247,7 @@ def _load_client_cert(context: ssl.SSLContext, cert: str, key: str | None) -> No
         try:
             pem = Path(path).read_bytes()
         except OSError as exc:
-            raise ConfigError(f"{name} {path}: {_reason(exc, 0)}") from exc
+            raise ConfigError(f"{name} {path}: {transfer.reason(exc, 0)}") from exc
         if f"{label}-----".encode() not in pem:
             raise ConfigError(f"{name} {path}: no PEM {label} in it")
 
@@ -237,122 +257,28 @@ def _load_client_cert(context: ssl.SSLContext, cert: str, key: str | None) -> No
     try:
         context.load_cert_chain(cert, key, password=no_password)
     except ssl.SSLError as exc:
-        raise ConfigError(f"client_cert {cert} / client_key {key}: {_reason(exc, 0)}") from exc
+        raise ConfigError(
+            f"client_cert {cert} / client_key {key}: {transfer.reason(exc, 0)}"
+        ) from exc
 
 
-@contextmanager
-def _network(url: str, timeout: float, phase: str = "") -> Iterator[None]:
-    """The one place network exceptions become FetchError."""
+def _complete(dest: Path, meta: Path, ref: FileRef, guard: Guard) -> bool:
+    """A whole file left by an earlier check (killed before it installed): no
+    request if it hashes right; deleted, to start over, if not."""
+    if not dest.exists() or dest.stat().st_size != ref.length:
+        return False
+    check = FileCheck(ref)
+    transfer.hash_prefix(check, dest, ref.length, guard)
     try:
-        yield
-    except _NETWORK_ERRORS as exc:
-        raise FetchError(f"{url}: {phase}{_reason(exc, timeout)}") from exc
+        check.done()
+    except UpdateError as exc:
+        log.warning("update: discarding %s: %s", dest, exc)
+        dest.unlink()
+        return False
+    meta.unlink(missing_ok=True)
+    return True
 
 
-# First match wins: subclasses before bases (RemoteDisconnected is a ConnectionResetError).
-_REASONS: tuple[tuple[type[BaseException], str], ...] = (
-    (ssl.SSLCertVerificationError, "certificate verify failed: {exc.verify_message}"),
-    (TimeoutError, "timed out after {timeout:g} s"),
-    (ssl.SSLError, "TLS error: {tls}"),
-    (ConnectionRefusedError, "connection refused"),
-    (http.client.RemoteDisconnected, "the server closed the connection without answering"),
-    (ConnectionResetError, "connection reset by the server"),
-    (http.client.IncompleteRead, "short read: the server closed with {exc.expected} bytes owed"),
-    (http.client.HTTPException, "bad HTTP response ({exc!r})"),
-)
-
-
-def _reason(exc: BaseException, timeout: float) -> str:
-    """A short, operator-readable reason instead of an exception type."""
-    for kind, text in _REASONS:
-        if isinstance(exc, kind):
-            return text.format(exc=exc, timeout=timeout, tls=getattr(exc, "reason", None) or exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
-
-
-def _expect(reply: _Reply, status: int) -> None:
+def _expect(reply: Reply, status: int) -> None:
     if reply.response.status != status:
         raise FetchError(f"{reply.where}: HTTP {reply.response.status} {reply.response.reason}")
-
-
-def _read_capped(reply: _Reply, cap: int) -> bytes:
-    """At most cap + 1 bytes in memory; more is a LengthError."""
-    _check_declared(reply.response.length, reply.where, cap, exact=False)
-    chunks: list[bytes] = []
-    total = 0
-    while total <= cap and (chunk := reply.read(min(_CHUNK, cap + 1 - total))):
-        chunks.append(chunk)
-        total += len(chunk)
-    if total > cap:
-        raise LengthError(f"{reply.where}: body is over the {cap}-byte limit")
-    if reply.response.length:  # http.client returns b"" when the server closes early
-        raise FetchError(f"{reply.where}: short read: {reply.response.length} bytes missing")
-    return b"".join(chunks)
-
-
-def _check_declared(declared: int | None, where: str, length: int, *, exact: bool = True) -> None:
-    """Fail before reading when the server itself announces the wrong size."""
-    if declared is not None and (declared > length or (exact and declared != length)):
-        raise LengthError(f"{where}: the server announces {declared} bytes, expected {length}")
-
-
-def _check_range(reply: _Reply, offset: int, length: int) -> None:
-    """A 206 must continue exactly where the partial file ends, or appending corrupts it."""
-    value = reply.response.getheader("Content-Range") or ""
-    unit, _, spec = value.partition(" ")
-    first, _, total = spec.partition("/")
-    start = first.partition("-")[0]
-    if unit != "bytes" or not start.isdigit() or int(start) != offset:
-        raise FetchError(f"{reply.where}: bad Content-Range {value!r} to resume at {offset}")
-    if total.isdigit():
-        _check_declared(int(total), reply.where, length)
-
-
-def _resume_point(
-    dest: Path, meta: Path, size: int | None, url: str, length: int
-) -> tuple[int, str | None]:
-    """(offset, If-Range validator), or (0, None) to start over: a partial file is
-    only trusted with a strong validator recorded for this very url and length."""
-    if not size:
-        return 0, None
-    if size > length:
-        log.info("update: discarding %s: %d bytes, more than the %d expected", dest, size, length)
-        dest.unlink()
-        return 0, None
-    try:
-        recorded = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return 0, None
-    if not isinstance(recorded, dict) or recorded.get("url") != url:
-        return 0, None
-    if recorded.get("length") != length:
-        return 0, None
-    etag, modified = recorded.get("etag"), recorded.get("last_modified")
-    validator = etag if isinstance(etag, str) and not etag.startswith("W/") else modified
-    return (size, validator) if isinstance(validator, str) and validator else (0, None)
-
-
-def _write_meta(meta: Path, url: str, length: int, response: http.client.HTTPResponse) -> None:
-    """Remember what this partial file is a prefix of, for a later If-Range."""
-    etag, modified = response.getheader("ETag"), response.getheader("Last-Modified")
-    record = {"url": url, "length": length, "etag": etag, "last_modified": modified}
-    atomic_write(meta, json.dumps(record).encode())
-
-
-def _stream_to(reply: _Reply, dest: Path, offset: int, length: int) -> int:
-    """Append from `offset` (0 truncates), stopping at length + 1 bytes, already one
-    too many; fsync whatever arrived, so a resume after a power cut starts from it."""
-    total = offset
-    with dest.open("ab" if offset else "wb") as handle:
-        try:
-            while total <= length and (chunk := reply.read(min(_CHUNK, length + 1 - total))):
-                handle.write(chunk)
-                total += len(chunk)
-        finally:
-            handle.flush()
-            os.fsync(handle.fileno())
-    if total > length:
-        raise LengthError(f"{reply.where}: body is longer than the {length} bytes expected")
-    return total

@@ -1,10 +1,11 @@
 """The update manager: polls the signed manifest, verifies, downloads, self-tests,
 installs, swaps the model into its running pipeline, and commits it only after a
-healthy probation (or rolls it back). Its one thread owns all of that."""
+healthy probation (or rolls it back). Its one thread owns all of that; it talks
+to the network and to pipelines only through the `Fetch` and `SwapTarget`
+protocols, and every transfer ends when the thread is told to stop."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import random
@@ -23,32 +24,24 @@ from edge_agent.errors import (
     ConfigError,
     EdgeAgentError,
     FetchError,
-    ModelError,
     SelfTestError,
+    SignatureError,
     UpdateError,
 )
-from edge_agent.model.preprocess import ImagePreprocessor
 from edge_agent.model.runtime import Model
 from edge_agent.mqtt.payloads import ModelInfo, utc_timestamp
 from edge_agent.pipeline.policy import Policy
-from edge_agent.pipeline.runner import Pipeline
-from edge_agent.update.fetch import Fetcher
-from edge_agent.update.manifest import (
-    Manifest,
-    ModelEntry,
-    check_file,
-    in_rollout,
-    resolve_url,
-    verify_manifest,
-)
-from edge_agent.update.selftest import ModelLoader, self_test
+from edge_agent.update import release
+from edge_agent.update.manifest import Manifest, ModelEntry, in_rollout, resolve_url
+from edge_agent.update.probation import Probation
+from edge_agent.update.protocols import Fetch, Target, Validators
+from edge_agent.update.selftest import self_test
 from edge_agent.update.store import InstalledModel, ModelStore
 
 log = logging.getLogger(__name__)
 
-MAX_SIGNATURE_BYTES = 4096
-MAX_SMALL_FILE_BYTES = 10_000_000  # labels and golden inputs
 NPY_MAGIC = b"\x93NUMPY"
+RECOVERED = "it was on probation when the agent stopped (a crash or a reboot before the commit)"
 
 
 @dataclass(frozen=True)
@@ -60,27 +53,11 @@ class UpdateOptions:
     jitter: float = 0.1  # +/- this fraction of the interval, so a fleet does not poll in step
     probation_inferences: int = 20
     probation_seconds: float = 300.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """A running pipeline whose model is the manifest's model `name`."""
-
-    name: str
-    pipeline: Pipeline
-    load: ModelLoader
-    configured: tuple[Path, ModelInfo]  # what to fall back to when nothing installed is left
-    # The pipeline's policy for a labels file; None: the policy does not use labels.
-    make_policy: Callable[[Path | None], Policy] | None = None
-
-
-@dataclass
-class Probation:
-    target: Target
-    model: InstalledModel
-    started: float
-    inferences: int
-    errors: int
+    max_manifest_bytes: int = release.MAX_MANIFEST_BYTES
+    # A manifest and a signature of two releases (fetched while an operator
+    # uploads): checked again this soon (seconds, random in the range), this often.
+    mismatch_retry: tuple[float, float] = (10.0, 60.0)
+    mismatch_retries: int = 3
 
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -92,7 +69,7 @@ class UpdateManager:
     def __init__(
         self,
         options: UpdateOptions,
-        fetcher: Fetcher,
+        fetcher: Fetch,
         store: ModelStore,
         targets: list[Target],
         report: Reporter,
@@ -103,60 +80,92 @@ class UpdateManager:
         self._targets = {t.name: t for t in targets}
         self._report_to = report
         self._wake = threading.Event()
-        self._probation: dict[str, Probation] = {}
+        self._stop = threading.Event()  # run's: ends a transfer in flight
+        self._probation = Probation(
+            store,
+            lambda state, reason, model: self._report(state, reason, model=model),
+            inferences=options.probation_inferences,
+            seconds=options.probation_seconds,
+        )
+        self._mismatches = 0
+        self.retry_in: float | None = None  # set by a check that wants the next one soon
 
     def check_now(self) -> None:
         self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
+        self.announce_recovered()
         next_check = time.monotonic() + random.uniform(0, 5)  # noqa: S311 - spread start-up checks
         while not stop.is_set():
             if self._wake.is_set() or time.monotonic() >= next_check:
                 self._wake.clear()
                 self.check()
-                next_check = time.monotonic() + self._interval()
+                next_check = time.monotonic() + self.next_delay()
             self.watch_probation()
             self._wake.wait(1.0)
 
-    def _interval(self) -> float:
+    def announce_recovered(self) -> None:
+        """Publish the rollbacks the store did at start-up, as any other transition."""
+        for model in self._store.take_recovered():
+            self._report("rolled_back", RECOVERED, model=model)
+
+    def next_delay(self) -> float:
+        """Seconds to the next check: soon after a release mismatch, else the interval."""
+        if self.retry_in is not None:
+            return self.retry_in
         spread = self.options.interval * self.options.jitter
         return self.options.interval + random.uniform(-spread, spread)  # noqa: S311
 
     def check(self) -> str:
         """One poll; returns the final state reported ("unchanged", "committed", ...)."""
+        self.retry_in = None
         try:
-            return self._check()
+            state = self._check()
+        except SignatureError as exc:
+            return self._mismatch(exc)
         except (FetchError, OSError) as exc:
-            return self._report("failed", f"{exc}; retrying at the next check")
+            state = self._report("failed", f"{exc}; retrying at the next check")
         except UpdateError as exc:
-            return self._report("rejected", str(exc))
+            state = self._report("rejected", str(exc))
         except EdgeAgentError as exc:
-            return self._report("failed", str(exc))
+            state = self._report("failed", str(exc))
+        self._mismatches = 0
+        return state
+
+    def _mismatch(self, exc: SignatureError) -> str:
+        """Both files arrived, yet the signature is not the manifest's: most often
+        one release's manifest with the next one's signature (an upload in
+        progress, a CDN half refreshed). Look again soon, a few times."""
+        self._mismatches += 1
+        if self._mismatches > self.options.mismatch_retries:
+            return self._report("rejected", str(exc))
+        low, high = self.options.mismatch_retry
+        self.retry_in = random.uniform(low, high)  # noqa: S311 - spreads a fleet's retries
+        return self._report("rejected", f"{exc}; checking again in {self.retry_in:.0f} s")
 
     def _check(self) -> str:
         self._report("checking")
         etag, modified = self._store.etag()
-        fetched = self._fetcher.get_manifest(
-            self.options.manifest_url, etag=etag, last_modified=modified
-        )
-        if fetched is None:
-            return self._report("unchanged")
-        signature = self._fetcher.get_small(self.options.manifest_url + ".sig", MAX_SIGNATURE_BYTES)
-        manifest = verify_manifest(
-            fetched.body,
-            signature,
+        got = release.read_release(
+            self._fetcher,
+            self.options.manifest_url,
             self.options.keys,
             trusted_version=self._store.trusted_version(),
             now=datetime.now(timezone.utc),
+            max_manifest_bytes=self.options.max_manifest_bytes,
+            since=Validators(etag, modified),
+            cancel=self._stop,
         )
-        if manifest is None:
+        if got is None:
+            return self._report("unchanged")
+        manifest, validators = got.manifest, got.validators
+        if not got.newer:
             # The trusted version again: only its exact bytes are. Other content
             # under the same number is a re-publication without a new version, or
-            # a second manifest from the signer; either way it is refused.
-            trusted = self._store.trusted_version()
-            assert trusted is not None  # None never compares equal
-            self._store.set_trusted(trusted, hashlib.sha256(fetched.body).hexdigest())
-            self._store.set_etag(fetched.etag, fetched.last_modified)
+            # a second manifest from the signer; either way set_trusted refuses it.
+            self._store.set_trusted(manifest.version, manifest.raw_sha256)
+            self._store.set_etag(validators.etag, validators.last_modified)
             return self._report("up_to_date")
         if not in_rollout(self.options.device_id, manifest.rollout):
             return self._report(
@@ -164,7 +173,7 @@ class UpdateManager:
             )
         installed = [self._apply(manifest, e) for e in manifest.models if e.name in self._targets]
         self._store.set_trusted(manifest.version, manifest.raw_sha256)
-        self._store.set_etag(fetched.etag, fetched.last_modified)
+        self._store.set_etag(validators.etag, validators.last_modified)
         return self._report("installed" if any(installed) else "up_to_date", manifest=manifest)
 
     def _apply(self, manifest: Manifest, entry: ModelEntry) -> bool:
@@ -184,32 +193,32 @@ class UpdateManager:
             return False
         self._report("downloading", model=entry, manifest=manifest)
         part = self._store.download_path(entry.name, entry.file.sha256)
-        self._fetcher.download(self._url(entry.file.url), part, entry.file.length)
+        url = self._url(entry.file.url)
+        release.download(self._fetcher, url, entry.file, part, self._stop)  # hashed as it streams
         self._report("verifying", model=entry, manifest=manifest)
         try:
-            check_file(part.read_bytes(), entry.file)
-            labels = self._small(entry.labels.url, entry.labels) if entry.labels else None
+            labels = self._small(entry.labels) if entry.labels is not None else None
             model = self._tested(entry, target, part, labels)
-            policy = self._policy(target, part, labels)
         except UpdateError:
             part.unlink(missing_ok=True)  # rejected bytes must not be resumed or kept
             raise
         installed = self._store.install(entry.name, entry.version, entry.file.sha256, part, labels)
+        try:
+            policy = self._policy(target, installed)
+        except UpdateError:
+            self._store.discard(installed)
+            raise
         self._store.activate(entry.name, installed)  # on disk before it serves: a crash rolls back
         info = ModelInfo(entry.name, entry.version, entry.file.sha256)
         target.pipeline.swap_model(model, info, policy)
-        stats = target.pipeline.stats
-        self._probation[entry.name] = Probation(
-            target, installed, time.monotonic(), stats.inferences, stats.model_errors
-        )
+        self._probation.start(target, installed)
         log.info("update: %s %s serving, on probation", entry.name, entry.version)
         return True
 
     def _tested(self, entry: ModelEntry, target: Target, path: Path, labels: bytes | None) -> Model:
         golden = None
         if entry.golden_input is not None:
-            data = self._small(entry.golden_input.url, entry.golden_input)
-            golden = self._golden_tensor(data, target)
+            golden = self._golden_tensor(self._small(entry.golden_input), target)
         names = labels.decode("utf-8", "replace").splitlines() if labels else None
         return self_test(
             path,
@@ -221,66 +230,35 @@ class UpdateManager:
         )
 
     @staticmethod
-    def _policy(target: Target, part: Path, labels: bytes | None) -> Policy | None:
-        """The policy the new labels make, built before anything is installed."""
-        if labels is None or target.make_policy is None:
+    def _policy(target: Target, installed: InstalledModel) -> Policy | None:
+        """The policy the new labels make, read from where they were installed
+        (not yet active: a misfit is discarded before anything serves)."""
+        if installed.labels is None or target.make_policy is None:
             return None
-        trial = part.with_name(part.name + ".labels")
         try:
-            trial.write_bytes(labels)
-            return target.make_policy(trial)
+            return target.make_policy(installed.labels)
         except ConfigError as exc:
             raise SelfTestError(f"the new labels do not fit the pipeline's policy: {exc}") from exc
-        finally:
-            trial.unlink(missing_ok=True)
 
     @staticmethod
     def _golden_tensor(data: bytes, target: Target) -> np.ndarray:
         try:
             if data.startswith(NPY_MAGIC):
                 return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
-            return ImagePreprocessor(target.pipeline.model.inputs[0]).prepare(data)
+            if target.prepare is None:
+                raise SelfTestError("the golden input is not a .npy and this pipeline takes none")
+            return target.prepare(data)
         except (EdgeAgentError, ValueError, OSError) as exc:
             raise SelfTestError(f"unusable golden input: {exc}") from exc
 
-    def _small(self, url: str, ref: Any) -> bytes:
-        data = self._fetcher.get_small(self._url(url), min(ref.length + 1, MAX_SMALL_FILE_BYTES))
-        check_file(data, ref)
-        return data
+    def _small(self, ref: Any) -> bytes:
+        return release.read_small(self._fetcher, self.options.manifest_url, ref, self._stop)
 
     def _url(self, relative: str) -> str:
         return resolve_url(self.options.manifest_url, relative)
 
     def watch_probation(self) -> None:
-        """Commit a model after enough healthy inferences; roll back on errors."""
-        for name, trial in list(self._probation.items()):
-            stats = trial.target.pipeline.stats
-            if stats.model_errors > trial.errors:
-                self._rollback(trial, f"{stats.model_errors - trial.errors} inference error(s)")
-            elif (
-                stats.inferences - trial.inferences >= self.options.probation_inferences
-                or time.monotonic() - trial.started >= self.options.probation_seconds
-            ):
-                self._store.commit(name)
-                del self._probation[name]
-                self._report("committed", model=trial.model)
-
-    def _rollback(self, trial: Probation, reason: str) -> None:
-        name = trial.target.name
-        del self._probation[name]
-        restored = self._store.rollback(name)
-        path, info = trial.target.configured
-        labels = None
-        if restored is not None:
-            path, info = restored.path, ModelInfo(name, restored.version, restored.sha256)
-            labels = restored.labels
-        try:
-            make = trial.target.make_policy
-            policy = make(labels) if make is not None else None
-            trial.target.pipeline.swap_model(trial.target.load(path), info, policy)
-        except (ModelError, ConfigError) as exc:
-            log.error("update: cannot restore %s from %s: %s", name, path, exc)
-        self._report("rolled_back", reason, model=trial.model)
+        self._probation.watch()
 
     def _report(
         self,

@@ -3,7 +3,7 @@
 Pure functions over bytes, in the manner of python-tuf's ngclient: no disk, no
 network, no clock (`now` is a parameter), so every trust rule is unit-tested
 without mocks and the device and the operator CLI share one implementation.
-`verify_manifest` fixes the order: the Ed25519 signature over the exact bytes
+`verify` fixes the order: the Ed25519 signature over the exact bytes
 first (an attacker never reaches the JSON parser), then strict parsing, then
 the version and expiry checks against what the device trusts.
 
@@ -154,6 +154,31 @@ class Manifest:
     groups: tuple[GroupRef, ...] = ()
 
 
+@dataclass(frozen=True)
+class Verified:
+    """A manifest whose signature, shape and freshness checked out."""
+
+    manifest: Manifest
+    newer: bool  # False: the very version already trusted (nothing to do)
+
+
+def verify(
+    data: bytes,
+    signature_file: bytes,
+    keys: Sequence[Ed25519PublicKey],
+    *,
+    trusted_version: int | None,
+    now: datetime,
+) -> Verified:
+    """Size cap, signature, then parsing, then freshness: what a device checks."""
+    if len(data) > MAX_MANIFEST_LENGTH:
+        raise ManifestError(f"manifest: {len(data)} bytes, more than {MAX_MANIFEST_LENGTH}")
+    verify_signature(data, signature_file, keys)
+    manifest = parse_manifest(data)
+    newer = check_freshness(manifest, trusted_version=trusted_version, now=now)
+    return Verified(manifest, newer)
+
+
 def verify_manifest(
     data: bytes,
     signature_file: bytes,
@@ -162,13 +187,9 @@ def verify_manifest(
     trusted_version: int | None,
     now: datetime,
 ) -> Manifest | None:
-    """Signature, then parsing, then freshness; None when the manifest is the
-    one already trusted (nothing to do)."""
-    if len(data) > MAX_MANIFEST_LENGTH:
-        raise ManifestError(f"manifest: {len(data)} bytes, more than {MAX_MANIFEST_LENGTH}")
-    verify_signature(data, signature_file, keys)
-    manifest = parse_manifest(data)
-    return manifest if check_freshness(manifest, trusted_version=trusted_version, now=now) else None
+    """`verify`, with None when the manifest is the one already trusted."""
+    verified = verify(data, signature_file, keys, trusted_version=trusted_version, now=now)
+    return verified.manifest if verified.newer else None
 
 
 def verify_signature(data: bytes, signature_file: bytes, keys: Sequence[Ed25519PublicKey]) -> None:
@@ -241,13 +262,35 @@ def check_freshness(manifest: Manifest, *, trusted_version: int | None, now: dat
     return trusted_version is None or manifest.version > trusted_version
 
 
+class FileCheck:
+    """`check_file` for bytes that arrive in chunks (a model is never held whole):
+    `update` with each chunk, then `done`."""
+
+    def __init__(self, ref: FileRef, where: str | None = None) -> None:
+        self._ref = ref
+        self._where = where or ref.url
+        self._digest = hashlib.sha256()
+        self.length = 0
+
+    def update(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
+        self.length += len(chunk)
+
+    def done(self) -> None:
+        """The bytes are the ones the signed manifest describes, or an IntegrityError."""
+        ref = self._ref
+        if self.length != ref.length:
+            raise LengthError(f"{self._where}: {self.length} bytes, the manifest says {ref.length}")
+        digest = self._digest.hexdigest()
+        if not hmac.compare_digest(digest, ref.sha256):
+            raise HashError(f"{self._where}: sha256 {digest}, the manifest says {ref.sha256}")
+
+
 def check_file(data: bytes, ref: FileRef) -> None:
     """The downloaded bytes are the ones the signed manifest describes."""
-    if len(data) != ref.length:
-        raise LengthError(f"{ref.url}: {len(data)} bytes, the manifest says {ref.length}")
-    digest = hashlib.sha256(data).hexdigest()
-    if not hmac.compare_digest(digest, ref.sha256):
-        raise HashError(f"{ref.url}: sha256 {digest}, the manifest says {ref.sha256}")
+    check = FileCheck(ref)
+    check.update(data)
+    check.done()
 
 
 def in_rollout(device_id: str, rollout: Rollout | None) -> bool:

@@ -147,6 +147,7 @@ class ModelStore:
         self._state_path = root / STATE_FILE
         self._lock = threading.Lock()
         self._pending: set[Path] = set()  # installed, not yet activated: commit must not prune them
+        self._recovered: list[InstalledModel] = []  # rolled back by `recover`, not yet announced
         try:
             for directory in (self._root, self._models, self._downloads):
                 directory.mkdir(parents=True, exist_ok=True)
@@ -304,8 +305,23 @@ class ModelStore:
         died or the board rebooted, so it goes."""
         names = sorted(name for name, entry in self._state.models.items() if entry.probation)
         for name in names:
+            current = self._state.entry(name).current
+            if current is not None:
+                self._recovered.append(self._model(name, current))
             self.rollback(name)
         return names
+
+    def take_recovered(self) -> list[InstalledModel]:
+        """The models `recover` rolled back, once: the update manager announces them."""
+        with self._lock:
+            taken, self._recovered = self._recovered, []
+        return taken
+
+    def discard(self, model: InstalledModel) -> None:
+        """An installed model that failed its last check before activation: its
+        files go, unless they are current's or previous's."""
+        self._forget_pending(model)
+        self._prune(_safe(model.name))
 
     def _model(self, name: str, record: _Record) -> InstalledModel:
         stem = self._models / name / f"{record.version}-{record.sha256[:12]}"

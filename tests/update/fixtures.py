@@ -35,7 +35,8 @@ from edge_agent.pipeline.policy import Policy
 from edge_agent.update import keys
 from edge_agent.update import store as store_module
 from edge_agent.update.fetch import Fetcher, FetchOptions
-from edge_agent.update.manager import Target, UpdateManager, UpdateOptions
+from edge_agent.update.manager import UpdateManager, UpdateOptions
+from edge_agent.update.protocols import Target
 from edge_agent.update.store import InstalledModel, ModelStore
 from edge_agent.util.fs import atomic_write
 from tests.conftest import DEMO_MODELS
@@ -45,6 +46,8 @@ SHAPES = DEMO_MODELS / "shapes_int8.tflite"
 LABELS = DEMO_MODELS / "shapes_labels.txt"
 MANIFEST = "/manifest.json"
 _SERIAL = itertools.count()
+# Device(..., **options): these go to UpdateOptions, the others to FetchOptions.
+_MANAGER_OPTIONS = ("max_manifest_bytes", "interval", "mismatch_retry", "mismatch_retries")
 
 
 def sha256(data: bytes) -> str:
@@ -198,11 +201,13 @@ class Device:
         """A new manager (other URL, keys or fetch options) over the same store and pipeline."""
         self.url = url or self.url
         self.trusted_keys = tuple(trusted or self.trusted_keys)
+        managing = {k: fetch.pop(k) for k in _MANAGER_OPTIONS if k in fetch}
         options = UpdateOptions(
             manifest_url=self.url,
             keys=tuple(keys.load_public_key(path) for path in self.trusted_keys),
             device_id="dev1",
             probation_inferences=0,  # watch_probation() commits unless errors were counted
+            **managing,
         )
         fetch = {"read_timeout": 1.0, "connect_timeout": 1.0, **fetch}
         fetcher = Fetcher(FetchOptions(ca_file=str(self.ca_file), **fetch))

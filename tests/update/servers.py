@@ -9,6 +9,7 @@ test talks to a real socket, a real TLS stack and real HTTP framing.
         url = server.url("/model.tflite")           # https://127.0.0.1:PORT/model.tflite
         ...
         server.count(path), server.last_headers(path)["range"], server.last_status(path)
+        server.dripped(path)                        # body bytes a "drip" has sent so far
 
 Files under `root` are served with a strong ETag (content hash), Last-Modified,
 304 for If-None-Match / If-Modified-Since, and single Range requests (206, 416),
@@ -19,6 +20,8 @@ honouring If-Range. Behaviours (`StaticServer.behave`):
     "close-early"    headers and half the file, then the connection is closed
     "ignore-range"   the whole file with 200, whatever Range / If-Range say
     "silent"         read the request, never answer
+    "drip"           headers (with the file's Content-Length), then one byte a second
+    "drip-headers"   the status line, then header bytes one a second, never a body
     "status:NNN"     answer with status NNN and a short body
     "redirect:URL"   302 to URL (absolute, or relative to the request)
 
@@ -214,6 +217,7 @@ class _Seen:
     count: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     status: int = 0
+    dripped: int = 0
 
 
 class _State:
@@ -297,6 +301,11 @@ class StaticServer:
         with self._state.lock:
             return self._state.seen.get(path, _Seen()).status
 
+    def dripped(self, path: str) -> int:
+        """How many body bytes "drip" answers for `path` have sent, in all."""
+        with self._state.lock:
+            return self._state.seen.get(path, _Seen()).dripped
+
     def __enter__(self) -> StaticServer:
         self._thread.start()
         return self
@@ -365,7 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         behaviour = state.arrived(self._path(), headers)
         kind, _, argument = (behaviour or "").partition(":")
-        if kind in ("forever", "silent", "status", "redirect"):
+        if kind in ("forever", "silent", "status", "redirect", "drip-headers"):
             _BEHAVIOURS[kind](self, argument)
             return
         file = self._file()
@@ -409,6 +418,9 @@ def _serve(handler: _Handler, headers: dict[str, str], file: Path, kind: str) ->
     if status == 206:
         handler.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
     handler.end_headers()
+    if kind == "drip":
+        _drip(handler, body)
+        return
     if kind in ("stall", "close-early"):
         handler.wfile.write(body[: len(body) // 2])
         handler.wfile.flush()
@@ -454,6 +466,26 @@ def _forever(handler: _Handler, _: str) -> None:
         handler.wfile.write(_FOREVER_CHUNK)
 
 
+def _drip(handler: _Handler, body: bytes) -> None:
+    """One byte a second, until the body is sent, the client hangs up (the write
+    fails) or the server stops."""
+    state = handler.server.state
+    handler.close_connection = True
+    for byte in body:
+        if state.stopping.wait(1.0):
+            return
+        handler.wfile.write(bytes([byte]))
+        with state.lock:
+            state.seen[handler._path()].dripped += 1
+
+
+def _drip_headers(handler: _Handler, _: str) -> None:
+    handler.close_connection = True
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    while not handler.server.state.stopping.wait(1.0):
+        handler.wfile.write(b"a")
+
+
 def _silent(handler: _Handler, _: str) -> None:
     handler.server.state.stopping.wait()
     handler.close_connection = True
@@ -483,7 +515,9 @@ _BEHAVIOURS = {
     "silent": _silent,
     "status": _status,
     "redirect": _redirect,
+    "drip-headers": _drip_headers,
     "stall": _noop,
+    "drip": _noop,
     "close-early": _noop,
     "ignore-range": _noop,
 }

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from edge_agent.errors import ConfigError, FetchError, LengthError
-from edge_agent.update.fetch import Fetched, Fetcher, FetchOptions
+from edge_agent.errors import ConfigError, FetchError, HashError, LengthError
+from edge_agent.update.fetch import Fetcher, FetchOptions
+from edge_agent.update.protocols import Fetched, Validators
 
 from .servers import CA, StaticServer, closed_port, make_ca, unresponsive_port
 
@@ -51,6 +55,25 @@ def part(tmp_path: Path) -> Path:
     return tmp_path / "state" / "model.part"
 
 
+def get_manifest(
+    fetcher: Fetcher, url: str, *, cap: int = 1_000_000, **since: str | None
+) -> Fetched | None:
+    """As the update manager asks for a manifest: capped, conditional when `since`."""
+    return fetcher.fetch(url, max_length=cap, since=Validators(**since) if since else None)
+
+
+def get_small(fetcher: Fetcher, url: str, cap: int) -> bytes:
+    fetched = fetcher.fetch(url, max_length=cap)
+    assert fetched is not None
+    return fetched.body
+
+
+def download(fetcher: Fetcher, url: str, part: Path, length: int, data: bytes = MODEL) -> None:
+    """As the manager downloads a model: exactly `length` bytes hashing to `data`'s digest."""
+    digest = hashlib.sha256(data).hexdigest()
+    assert fetcher.fetch(url, max_length=length, sha256=digest, into=part) == Fetched(b"", part)
+
+
 def meta_of(part: Path) -> Path:
     return part.with_suffix(".part.meta")
 
@@ -69,7 +92,7 @@ def raises_within(seconds: float, kind: type[Exception], call: Callable[[], obje
 
 def test_manifest_conditional_get_with_etag(server: StaticServer, fetcher: Fetcher) -> None:
     url = server.url("/manifest.json")
-    first = fetcher.get_manifest(url)
+    first = get_manifest(fetcher, url)
     assert isinstance(first, Fetched)
     assert first.body == MANIFEST
     assert first.etag
@@ -77,7 +100,7 @@ def test_manifest_conditional_get_with_etag(server: StaticServer, fetcher: Fetch
     assert "if-none-match" not in server.last_headers("/manifest.json")
     assert server.last_headers("/manifest.json")["user-agent"].startswith("edge-agent/")
 
-    assert fetcher.get_manifest(url, etag=first.etag) is None
+    assert get_manifest(fetcher, url, etag=first.etag) is None
     assert server.last_headers("/manifest.json")["if-none-match"] == first.etag
     assert server.last_status("/manifest.json") == 304
 
@@ -86,14 +109,14 @@ def test_manifest_conditional_get_with_last_modified(
     server: StaticServer, fetcher: Fetcher, root: Path
 ) -> None:
     url = server.url("/manifest.json")
-    first = fetcher.get_manifest(url)
+    first = get_manifest(fetcher, url)
     assert first is not None
-    assert fetcher.get_manifest(url, last_modified=first.last_modified) is None
+    assert get_manifest(fetcher, url, last_modified=first.last_modified) is None
     assert server.last_headers("/manifest.json")["if-modified-since"] == first.last_modified
 
     (root / "manifest.json").write_bytes(b'{"version": 8}')
     os.utime(root / "manifest.json", (time.time() + 10, time.time() + 10))
-    changed = fetcher.get_manifest(url, etag=first.etag, last_modified=first.last_modified)
+    changed = get_manifest(fetcher, url, etag=first.etag, last_modified=first.last_modified)
     assert changed is not None
     assert changed.body == b'{"version": 8}'
     assert changed.etag != first.etag
@@ -101,21 +124,20 @@ def test_manifest_conditional_get_with_last_modified(
 
 @pytest.mark.parametrize("behaviour", [None, "forever"])  # Content-Length known / unknown
 def test_manifest_over_the_cap_is_a_length_error(
-    server: StaticServer, ca: CA, behaviour: str | None
+    server: StaticServer, fetcher: Fetcher, behaviour: str | None
 ) -> None:
     server.behave("/manifest.json", behaviour)
-    small = Fetcher(FetchOptions(ca_file=str(ca.cert_file), max_manifest_bytes=10))
     url = server.url("/manifest.json")
-    assert url in raises_within(5, LengthError, lambda: small.get_manifest(url))
+    assert url in raises_within(5, LengthError, lambda: get_manifest(fetcher, url, cap=10))
 
 
 def test_get_small_caps_and_detects_short_reads(server: StaticServer, fetcher: Fetcher) -> None:
     url = server.url("/manifest.json")
-    assert fetcher.get_small(url, len(MANIFEST)) == MANIFEST
+    assert get_small(fetcher, url, len(MANIFEST)) == MANIFEST
     with pytest.raises(LengthError):
-        fetcher.get_small(url, len(MANIFEST) - 1)
+        get_small(fetcher, url, len(MANIFEST) - 1)
     server.behave("/manifest.json", "close-early")
-    assert "short read" in raises_within(5, FetchError, lambda: fetcher.get_small(url, 1000))
+    assert "short read" in raises_within(5, FetchError, lambda: get_small(fetcher, url, 1000))
 
 
 @pytest.mark.parametrize(
@@ -131,7 +153,7 @@ def test_http_error_status_is_a_fetch_error(
 ) -> None:
     server.behave(path, behaviour)
     with pytest.raises(FetchError, match=status):
-        fetcher.get_manifest(server.url(path))
+        get_manifest(fetcher, server.url(path))
 
 
 # --- the network failing underneath -----------------------------------------------
@@ -139,7 +161,7 @@ def test_http_error_status_is_a_fetch_error(
 
 def test_connection_refused(fetcher: Fetcher) -> None:
     url = f"https://127.0.0.1:{closed_port()}/manifest.json"
-    message = raises_within(5, FetchError, lambda: fetcher.get_manifest(url))
+    message = raises_within(5, FetchError, lambda: get_manifest(fetcher, url))
     assert url in message
     assert "connection refused" in message
 
@@ -151,13 +173,13 @@ def test_connect_timeout_covers_the_tls_handshake(ca: CA) -> None:
         FetchOptions(ca_file=str(ca.cert_file), connect_timeout=0.5, read_timeout=60)
     )
     with unresponsive_port() as port:
-        call = lambda: slow_reads.get_manifest(f"https://127.0.0.1:{port}/m")  # noqa: E731
+        call = lambda: get_manifest(slow_reads, f"https://127.0.0.1:{port}/m")  # noqa: E731
         assert "connecting: timed out after 0.5 s" in raises_within(3, FetchError, call)
 
 
 def test_read_timeout_when_the_server_never_answers(server: StaticServer, fetcher: Fetcher) -> None:
     server.behave("/manifest.json", "silent")
-    call = lambda: fetcher.get_manifest(server.url("/manifest.json"))  # noqa: E731
+    call = lambda: get_manifest(fetcher, server.url("/manifest.json"))  # noqa: E731
     assert "timed out after 0.5 s" in raises_within(3, FetchError, call)
 
 
@@ -176,7 +198,7 @@ def test_download_exact_length_is_fsynced(
 
     monkeypatch.setattr(os, "fsync", spy)
     part.parent.mkdir()
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     assert part.read_bytes() == MODEL
     assert part.stat().st_ino in synced
     assert not meta_of(part).exists()  # the sidecar only lives as long as the partial
@@ -187,7 +209,7 @@ def test_stall_mid_body_fails_after_read_timeout_and_keeps_the_partial(
 ) -> None:
     part.parent.mkdir()
     server.behave("/model.tflite", "stall")
-    call = lambda: fetcher.download(server.url("/model.tflite"), part, len(MODEL))  # noqa: E731
+    call = lambda: download(fetcher, server.url("/model.tflite"), part, len(MODEL))  # noqa: E731
     assert "timed out after 0.5 s" in raises_within(3, FetchError, call)
     assert 0 < part.stat().st_size < len(MODEL)
 
@@ -197,7 +219,7 @@ def test_endless_body_stops_at_length_plus_one(
 ) -> None:
     part.parent.mkdir()
     server.behave("/model.tflite", "forever")
-    call = lambda: fetcher.download(server.url("/model.tflite"), part, 1000)  # noqa: E731
+    call = lambda: download(fetcher, server.url("/model.tflite"), part, 1000)  # noqa: E731
     assert server.url("/model.tflite") in raises_within(5, LengthError, call)
     assert part.stat().st_size <= 1001
 
@@ -208,7 +230,7 @@ def test_announced_wrong_length_is_refused_before_writing(
     part.parent.mkdir()
     for length in (len(MODEL) - 1, len(MODEL) + 1):
         with pytest.raises(LengthError, match="announces"):
-            fetcher.download(server.url("/model.tflite"), part, length)
+            download(fetcher, server.url("/model.tflite"), part, length)
     assert not part.exists()
 
 
@@ -217,7 +239,7 @@ def interrupted(server: StaticServer, fetcher: Fetcher, part: Path) -> int:
     part.parent.mkdir(exist_ok=True)
     server.behave("/model.tflite", "close-early", times=1)
     with pytest.raises(FetchError, match="short read"):
-        fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+        download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     size = part.stat().st_size
     assert 0 < size < len(MODEL)
     assert meta_of(part).exists()
@@ -229,7 +251,7 @@ def test_resume_after_the_server_closed_early(
 ) -> None:
     size = interrupted(server, fetcher, part)
     etag = json.loads(meta_of(part).read_text())["etag"]
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     headers = server.last_headers("/model.tflite")
     assert headers["range"] == f"bytes={size}-"
     assert headers["if-range"] == etag
@@ -242,7 +264,7 @@ def test_partial_of_another_url_is_not_resumed(
     server: StaticServer, fetcher: Fetcher, part: Path
 ) -> None:
     interrupted(server, fetcher, part)
-    fetcher.download(server.url("/model.tflite?mirror=2"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite?mirror=2"), part, len(MODEL))
     assert "range" not in server.last_headers("/model.tflite")
     assert part.read_bytes() == MODEL
 
@@ -252,7 +274,7 @@ def test_server_ignoring_range_restarts_from_zero(
 ) -> None:
     interrupted(server, fetcher, part)
     server.behave("/model.tflite", "ignore-range")
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     assert "range" in server.last_headers("/model.tflite")
     assert server.last_status("/model.tflite") == 200
     assert part.read_bytes() == MODEL
@@ -264,7 +286,7 @@ def test_file_changed_since_the_partial_restarts_from_zero(
     interrupted(server, fetcher, part)
     new_model = os.urandom(len(MODEL))
     (root / "model.tflite").write_bytes(new_model)  # same length, new ETag
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL), new_model)
     assert server.last_status("/model.tflite") == 200  # If-Range did not match
     assert part.read_bytes() == new_model
 
@@ -274,7 +296,7 @@ def test_partial_longer_than_length_is_discarded(
 ) -> None:
     part.parent.mkdir()
     part.write_bytes(b"x" * (len(MODEL) + 10))
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     assert "range" not in server.last_headers("/model.tflite")
     assert part.read_bytes() == MODEL
 
@@ -284,7 +306,7 @@ def test_complete_partial_needs_no_request(
 ) -> None:
     part.parent.mkdir()
     part.write_bytes(MODEL)
-    fetcher.download(server.url("/model.tflite"), part, len(MODEL))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
     assert server.count("/model.tflite") == 0
 
 
@@ -295,21 +317,21 @@ def test_plain_http_refused_unless_allowed(root: Path, part: Path) -> None:
     with StaticServer(root) as plain:
         url = plain.url("/manifest.json")
         with pytest.raises(FetchError, match="allow_http"):
-            Fetcher(FetchOptions()).get_manifest(url)
+            get_manifest(Fetcher(FetchOptions()), url)
         assert plain.count("/manifest.json") == 0
-        fetched = Fetcher(FetchOptions(allow_http=True)).get_manifest(url)
+        fetched = get_manifest(Fetcher(FetchOptions(allow_http=True)), url)
         assert fetched is not None
         assert fetched.body == MANIFEST
 
 
 def test_https_with_the_throwaway_ca(server: StaticServer, fetcher: Fetcher) -> None:
     for host in ("127.0.0.1", "localhost"):
-        assert fetcher.get_small(server.url("/manifest.json", host=host), 1000) == MANIFEST
+        assert get_small(fetcher, server.url("/manifest.json", host=host), 1000) == MANIFEST
 
 
 def test_https_with_system_cas_rejects_the_throwaway_ca(server: StaticServer) -> None:
     with pytest.raises(FetchError, match="certificate verify failed"):
-        Fetcher(FetchOptions()).get_manifest(server.url("/manifest.json"))
+        get_manifest(Fetcher(FetchOptions()), server.url("/manifest.json"))
 
 
 @pytest.mark.parametrize(
@@ -324,7 +346,7 @@ def test_bad_server_certificates(
 ) -> None:
     with StaticServer(root, https=ca.server_cert(hosts, expired=expired)) as bad:
         with pytest.raises(FetchError, match=f"certificate verify failed: .*{reason}"):
-            fetcher.get_manifest(bad.url("/manifest.json"))
+            get_manifest(fetcher, bad.url("/manifest.json"))
         assert bad.count("/manifest.json") == 0
 
 
@@ -337,25 +359,25 @@ def test_mutual_tls(root: Path, ca: CA, fetcher: Fetcher) -> None:
     )
     with StaticServer(root, https=ca.server_cert(), client_ca=ca) as strict:
         url = strict.url("/manifest.json")
-        assert with_cert.get_small(url, 1000) == MANIFEST
+        assert get_small(with_cert, url, 1000) == MANIFEST
         with pytest.raises(FetchError, match="TLS error"):
-            fetcher.get_small(url, 1000)
+            get_small(fetcher, url, 1000)
 
 
 def test_redirects(root: Path, ca: CA, server: StaticServer, fetcher: Fetcher) -> None:
     server.behave("/moved.json", "redirect:/manifest.json")
-    assert fetcher.get_small(server.url("/moved.json"), 1000) == MANIFEST
+    assert get_small(fetcher, server.url("/moved.json"), 1000) == MANIFEST
 
     server.behave("/loop.json", "redirect:/loop.json")
     with pytest.raises(FetchError, match="more than 5 redirects"):
-        fetcher.get_small(server.url("/loop.json"), 1000)
+        get_small(fetcher, server.url("/loop.json"), 1000)
     assert server.count("/loop.json") == 6
 
     with StaticServer(root) as plain:
         server.behave("/down.json", f"redirect:{plain.url('/manifest.json')}")
         lenient = Fetcher(FetchOptions(allow_http=True, ca_file=str(ca.cert_file)))
         with pytest.raises(FetchError, match="refusing a redirect from https to http"):
-            lenient.get_small(server.url("/down.json"), 1000)
+            get_small(lenient, server.url("/down.json"), 1000)
         assert plain.count("/manifest.json") == 0
 
 
@@ -378,3 +400,144 @@ def test_bad_tls_files_are_config_errors_naming_the_file(ca: CA, tmp_path: Path)
         with pytest.raises(ConfigError) as caught:
             Fetcher(options)
         assert named in str(caught.value)
+
+
+# --- time bounds: deadline, minimum rate, cancel ------------------------------------
+
+
+def bounded(
+    ca: CA, *, deadline: float = 3600.0, min_rate: float = 1024.0, rate_window: float = 60.0
+) -> Fetcher:
+    """A fetcher with a generous read timeout: only these limits may end a drip."""
+    options = FetchOptions(
+        ca_file=str(ca.cert_file),
+        connect_timeout=2.0,
+        read_timeout=20.0,
+        deadline=deadline,
+        min_rate=min_rate,
+        rate_window=rate_window,
+    )
+    return Fetcher(options)
+
+
+def test_a_dripping_body_ends_at_the_deadline_and_keeps_the_partial(
+    server: StaticServer, ca: CA, part: Path
+) -> None:
+    """Each byte comes well within read_timeout: only the deadline can end this."""
+    part.parent.mkdir()
+    server.behave("/model.tflite", "drip")
+    fetcher = bounded(ca, deadline=2.5, min_rate=0)
+    call = lambda: download(fetcher, server.url("/model.tflite"), part, len(MODEL))  # noqa: E731
+    message = raises_within(10, FetchError, call)
+    assert "gave up after the 2.5 s deadline" in message
+    assert server.url("/model.tflite") in message
+    assert 0 < part.stat().st_size < len(MODEL)  # resumed at the next check
+    assert meta_of(part).exists()
+
+
+def test_a_body_under_the_minimum_rate_ends_after_one_window(
+    server: StaticServer, ca: CA, part: Path
+) -> None:
+    part.parent.mkdir()
+    server.behave("/model.tflite", "drip")
+    fetcher = bounded(ca, min_rate=100, rate_window=2)
+    call = lambda: download(fetcher, server.url("/model.tflite"), part, len(MODEL))  # noqa: E731
+    assert "too slow" in raises_within(10, FetchError, call)
+
+
+def test_headers_that_drip_end_at_the_deadline(server: StaticServer, ca: CA) -> None:
+    """Not a body byte ever arrives: http.client waits in its header parser."""
+    server.behave("/manifest.json", "drip-headers")
+    fetcher = bounded(ca, deadline=2, min_rate=0)
+    call = lambda: get_manifest(fetcher, server.url("/manifest.json"))  # noqa: E731
+    assert "gave up after the 2 s deadline" in raises_within(10, FetchError, call)
+
+
+def test_a_small_file_that_drips_is_bounded_too(server: StaticServer, ca: CA) -> None:
+    server.behave("/manifest.json", "drip")
+    fetcher = bounded(ca, min_rate=100, rate_window=2)
+    call = lambda: get_small(fetcher, server.url("/manifest.json"), 1000)  # noqa: E731
+    assert "too slow" in raises_within(10, FetchError, call)
+
+
+def test_cancel_ends_a_download_in_flight(server: StaticServer, ca: CA, part: Path) -> None:
+    part.parent.mkdir()
+    server.behave("/model.tflite", "drip")
+    cancel = threading.Event()
+    fetcher = bounded(ca)  # the defaults: an hour's deadline, a minute's rate window
+
+    def cancel_once_bytes_flow() -> None:
+        deadline = time.monotonic() + 15
+        while server.dripped("/model.tflite") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cancel.set()
+
+    helper = threading.Thread(target=cancel_once_bytes_flow, daemon=True)
+    helper.start()
+    digest = hashlib.sha256(MODEL).hexdigest()
+    url = server.url("/model.tflite")
+    with pytest.raises(FetchError, match="cancelled"):
+        fetcher.fetch(url, max_length=len(MODEL), sha256=digest, into=part, cancel=cancel)
+    assert server.dripped("/model.tflite") >= 2
+    assert 0 < part.stat().st_size < len(MODEL)
+    helper.join()
+    with pytest.raises(FetchError, match="cancelled"):  # and no new request while it is set
+        fetcher.fetch(url, max_length=len(MODEL), sha256=digest, into=part, cancel=cancel)
+    assert server.count("/model.tflite") == 1
+
+
+# --- hashes while streaming --------------------------------------------------------
+
+
+def test_a_download_with_another_digest_is_deleted(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    part.parent.mkdir()
+    with pytest.raises(HashError, match="sha256"):
+        download(fetcher, server.url("/model.tflite"), part, len(MODEL), data=b"other")
+    assert not part.exists()
+    assert not meta_of(part).exists()
+
+
+def test_a_resumed_download_hashes_the_partial_too(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    """A partial whose bytes went bad on disk is caught when the resumed file is hashed."""
+    size = interrupted(server, fetcher, part)
+    with part.open("r+b") as handle:
+        handle.write(b"\xff" * min(size, 16))
+    with pytest.raises(HashError):
+        download(fetcher, server.url("/model.tflite"), part, len(MODEL))
+    assert server.last_status("/model.tflite") == 206
+    assert not part.exists()
+
+
+def test_a_complete_partial_of_another_digest_is_fetched_again(
+    server: StaticServer, fetcher: Fetcher, part: Path
+) -> None:
+    part.parent.mkdir()
+    part.write_bytes(os.urandom(len(MODEL)))
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
+    assert server.count("/model.tflite") == 1
+    assert part.read_bytes() == MODEL
+
+
+def test_a_model_is_never_read_whole_into_memory(
+    server: StaticServer, fetcher: Fetcher, part: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every read of the socket and of the partial file asks for a bounded chunk."""
+    asked: list[int] = []
+    real_read1 = http.client.HTTPResponse.read1
+
+    def spy(self: http.client.HTTPResponse, amount: int = -1) -> bytes:
+        asked.append(amount)
+        return real_read1(self, amount)
+
+    monkeypatch.setattr(http.client.HTTPResponse, "read1", spy)
+    monkeypatch.setattr(http.client.HTTPResponse, "read", None)  # any whole-body read fails
+    size = interrupted(server, fetcher, part)
+    download(fetcher, server.url("/model.tflite"), part, len(MODEL))
+    assert part.read_bytes() == MODEL
+    assert asked
+    assert 0 < max(asked) <= 64 * 1024
+    assert size > 0

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from ..conftest import DEMO_MODELS, HELLO_WORLD
+from .fixtures import Site
+from .servers import CA, StaticServer
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +189,35 @@ def test_sign_refuses_a_manifest_devices_would_reject(release: Path) -> None:
     assert done.returncode == 1
     assert "version: expected an integer, got true" in done.stderr
     assert not (release / "bad.json.sig").exists()
+
+
+def test_verify_applies_the_devices_size_cap(release: Path) -> None:
+    """A manifest signed properly but larger than a device will read is rejected
+    by verify too: the same fetch and cap as a device, not a parallel reader."""
+    from edge_agent.update import keys  # noqa: PLC0415 - after the CLI made the key
+
+    create_and_sign(release)
+    path = release / "manifest.json"
+    padded = path.read_bytes().rstrip() + b" " * 1_000_001 + b"\n"  # JSON whitespace
+    path.write_bytes(padded)
+    signing_key = keys.load_private_key(release / "update-key.pem")
+    (release / "manifest.json.sig").write_bytes(keys.sign(signing_key, padded))
+    done = manifest_cli(release, "verify", "manifest.json")
+    assert done.returncode == 1
+    assert done.stdout.startswith("REJECTED: ")
+    assert "more than 1000000" in done.stdout
+
+
+def test_verify_of_a_served_release_checks_its_files_as_a_device_does(
+    site: Site, server: StaticServer, ca: CA, tmp_path: Path
+) -> None:
+    path = site.publish(SHAPES.read_bytes() + b"\0" * 16, 2, labels=SHAPES_LABELS.read_bytes())
+    args = ("verify", server.url("/manifest.json"), "--key", site.public(), "--check-files")
+    out = ok(manifest_cli(tmp_path, *args, "--ca-file", ca.cert_file))
+    assert "2 file(s) checked" in out
+    assert server.count(path) == 1
+    (site.root / path.lstrip("/")).write_bytes(SHAPES.read_bytes() + b"\1" * 16)
+    done = manifest_cli(tmp_path, *args, "--ca-file", ca.cert_file)
+    assert done.returncode == 1
+    assert done.stdout.startswith("REJECTED: models[0].file: ")
+    assert "sha256" in done.stdout
