@@ -35,6 +35,15 @@ class PublishError(EdgeAgentError):
     """The broker refused or is unreachable: keep the event buffered, reconnect."""
 
 
+class OutboxError(EdgeAgentError):
+    """The outbox database cannot be read or written (I/O error, locked): keep
+    the events in memory, retry later, never lose what is already stored."""
+
+
+class DiskFullError(OutboxError):
+    """The outbox's filesystem is full: nothing is written until space returns."""
+
+
 class UpdateError(EdgeAgentError):
     """A model update that cannot be applied: reject it, keep the active model."""
 

@@ -10,6 +10,8 @@ Everything under models/ is regenerated from fixed seeds, with no downloads:
 - vibration_int8.tflite + vibration_labels.txt: 3-axis accelerometer window -> normal / anomaly.
 - bench/mobilenet_v2_224_int8.tflite: MobileNetV2 with random weights, for speed benchmarks only.
 - samples/camera/frame_NNN.jpg and samples/vibration.csv: demo inputs with a known story.
+- shapes_{yolov8,yolov5,e2e}_int8.tflite + shapes_detect_labels.txt + detect_demo/: the shapes
+  detectors and the detection demo frames (build_detector.py; `--only detectors` builds just those).
 
 The training data is synthetic. At the end the quantized models are evaluated with
 tf.lite.Interpreter on held-out data (generated from other seeds) and on the samples.
@@ -18,6 +20,7 @@ models/README.md documents the tensors, preprocessing constants and measured acc
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import tempfile
@@ -492,15 +495,34 @@ def build_bench() -> None:
     print(describe("bench/mobilenet_v2_224_int8.tflite", model_bytes))
 
 
+PARTS = ("vibration", "camera", "bench", "detectors")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description="Build the edge-agent demo models under models/.")
+    parser.add_argument("--only", action="append", choices=PARTS,
+                        help="build only this part (repeatable); default: all, in the order listed")
+    parts = set(parser.parse_args().only or PARTS)
     started = time.monotonic()
+    # One seed for the classifier parts in this order: building a subset of them gives other bytes.
     tf.keras.utils.set_random_seed(SEED)
     tf.config.experimental.enable_op_determinism()
-    results = {**build_vibration(), **build_camera()}
-    build_bench()
-    print("\nresults (int8 rows measured with tf.lite.Interpreter):")
-    for name, accuracy in results.items():
-        print(f"  {name}: {accuracy:.4f}")
+    results: dict[str, float] = {}
+    if "vibration" in parts:
+        results.update(build_vibration())
+    if "camera" in parts:
+        results.update(build_camera())
+    if "bench" in parts:
+        build_bench()
+    if results:
+        print("\nresults (int8 rows measured with tf.lite.Interpreter):")
+        for name, accuracy in results.items():
+            print(f"  {name}: {accuracy:.4f}")
+    if "detectors" in parts:
+        # The detector build reseeds itself: its bytes never depend on the parts above.
+        from build_detector import build_detectors
+
+        build_detectors()
     print(f"build wall time: {time.monotonic() - started:.0f} s")
 
 

@@ -3,10 +3,11 @@ through the real MqttPublisher and a real mosquitto."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,10 +16,10 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge_agent.errors import PublishError
+from edge_agent.errors import DiskFullError, PublishError
 from edge_agent.mqtt import delivery
-from edge_agent.mqtt.delivery import Dispatcher
-from edge_agent.mqtt.outbox import Outbox
+from edge_agent.mqtt.delivery import Dispatcher, OutboxWriter
+from edge_agent.mqtt.outbox import NewEvent, Outbox
 from edge_agent.mqtt.payloads import Topics
 from edge_agent.mqtt.publisher import MqttOptions, MqttPublisher
 
@@ -30,6 +31,7 @@ SUCCESS = ReasonCode(PacketTypes.PUBACK, identifier=0x00)
 NO_SUBSCRIBERS = ReasonCode(PacketTypes.PUBACK, identifier=0x10)  # success, < 0x80
 NOT_AUTHORIZED = ReasonCode(PacketTypes.PUBACK, identifier=0x87)
 QUOTA_EXCEEDED = ReasonCode(PacketTypes.PUBACK, identifier=0x97)
+TOPIC_INVALID = ReasonCode(PacketTypes.PUBACK, identifier=0x90)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class FakeBroker:
         self.published: list[Published] = []
         self.fail_next = 0  # raise PublishError for this many publishes
         self.auto_ack: Dispatcher | None = None  # answer every publish at once
+        self.send_quota = 65_535  # the broker's Receive Maximum
         self._mid = 0
 
     def publish(
@@ -183,7 +186,7 @@ def test_acks_are_settled_only_by_the_dispatcher_thread(outbox: Outbox, fake: Fa
     assert dispatcher.delivered == 1
 
 
-@pytest.mark.parametrize("reason", [NOT_AUTHORIZED, QUOTA_EXCEEDED])
+@pytest.mark.parametrize("reason", [NOT_AUTHORIZED, TOPIC_INVALID])
 def test_a_refusal_moves_the_event_to_dead_letters(
     outbox: Outbox, fake: FakeBroker, reason: ReasonCode
 ) -> None:
@@ -203,6 +206,24 @@ def test_a_refusal_moves_the_event_to_dead_letters(
     dispatcher.step()
     assert fake.payloads() == [b"1", b"2", b"3"]
     assert outbox.stats().depth == 0
+
+
+def test_a_refusal_for_now_is_sent_again_not_dead_lettered(
+    outbox: Outbox, fake: FakeBroker
+) -> None:
+    add(outbox, 2)
+    dispatcher = Dispatcher(outbox, fake)
+    dispatcher.step()
+    first, second = fake.mids()
+    dispatcher.on_ack(first, QUOTA_EXCEEDED)
+    dispatcher.on_ack(second, SUCCESS)
+    dispatcher.step()
+    assert fake.payloads() == [b"1", b"2", b"1"]
+    assert dead_letters(outbox) == []
+    dispatcher.on_ack(fake.mids()[-1], SUCCESS)
+    dispatcher.step()
+    assert outbox.stats().depth == 0
+    assert (dispatcher.delivered, dispatcher.refused) == (2, 0)
 
 
 def test_unknown_mids_are_ignored(outbox: Outbox, fake: FakeBroker) -> None:
@@ -333,6 +354,40 @@ def test_the_thread_delivers_what_pipelines_add(outbox: Outbox, fake: FakeBroker
     assert not thread.is_alive()
     assert fake.payloads() == [b"%d" % n for n in range(1, 51)]
     assert outbox.stats().depth == 0
+
+
+# -- the writer ----------------------------------------------------------------
+
+
+class RefusingOutbox(Outbox):
+    """A real outbox whose writes fail while `full` is set (as on a full disk)."""
+
+    full = False
+
+    def add_many(self, events: Sequence[NewEvent]) -> list[int]:
+        if self.full:
+            raise DiskFullError("outbox: cannot store: the disk is full")
+        return super().add_many(events)
+
+
+def numbered(n: int, _seq: int) -> bytes:
+    return b"%d" % n
+
+
+def test_the_writer_keeps_events_in_memory_within_a_bound_while_the_outbox_refuses(
+    tmp_path: Path,
+) -> None:
+    outbox = RefusingOutbox(tmp_path / "outbox.db")
+    writer = OutboxWriter(outbox, lambda: None, max_pending=10)
+    outbox.full = True
+    for n in range(15):
+        writer.submit(NewEvent("p", "t", functools.partial(numbered, n), 1))
+    assert not writer.step(timeout=0)
+    assert (writer.pending, writer.dropped) == (10, 5)  # the 5 oldest went, counted
+    assert writer.flush(timeout=0) == 10  # cannot store: reported, not hung
+    outbox.full = False
+    assert writer.flush(timeout=1) == 0
+    assert [e.payload for e in outbox.pending()] == [b"%d" % n for n in range(5, 15)]
 
 
 # -- end to end ---------------------------------------------------------------

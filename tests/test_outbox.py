@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import ConfigError
+from edge_agent.mqtt import outbox as outbox_module
 from edge_agent.mqtt.outbox import Durability, Outbox, OutboxStats
+from edge_agent.util.logs import RateLimitedLog
 
 PROJECT = Path(__file__).resolve().parents[1]
 TOPIC = "edge/dev/p/event"
@@ -96,10 +98,10 @@ def test_build_sees_the_seq_it_is_stored_with(outbox: Outbox) -> None:
     ]
 
 
-def test_next_seq_allocates_without_storing(outbox: Outbox) -> None:
+def test_reserved_seqs_are_skipped_by_stored_events(outbox: Outbox) -> None:
     assert add(outbox) == 1
-    assert outbox.next_seq("p") == 2
-    assert add(outbox) == 3
+    assert outbox.reserve_seqs("p", 10) == 2  # 2..11 for events that are not stored
+    assert add(outbox) == 12
     assert outbox.stats().depth == 2
 
 
@@ -188,6 +190,29 @@ def test_bound_by_count_drops_the_oldest(db: Path) -> None:
         add(outbox)
     assert seqs(outbox) == [("p", 3), ("p", 4), ("p", 5)]
     assert outbox.stats() == OutboxStats(depth=3, bytes=30, dropped=2, expired=0, dead=0)
+
+
+def test_drops_are_logged_once_per_interval_with_their_count(
+    db: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(outbox_module, "limited", RateLimitedLog(outbox_module.log, 60.0, clock))
+    outbox = Outbox(db, max_events=3)
+    for _ in range(4):  # the first drop is logged at once
+        add(outbox)
+    for _ in range(20):  # then every add drops one, within the interval: silent
+        add(outbox)
+    clock.now += 61
+    add(outbox)  # the interval is over: one line counts the 21 since
+    for _ in range(5):
+        add(outbox)  # silent again; reported at close
+    outbox.close()
+    lines = [r.getMessage() for r in caplog.records if "outbox full" in r.getMessage()]
+    assert len(lines) == 3, lines
+    assert "dropped the 1 oldest" in lines[0]
+    assert "dropped the 21 oldest" in lines[1]
+    assert "dropped the 5 oldest" in lines[2]
+    assert outbox.stats().dropped == 27
 
 
 def test_bound_by_bytes_drops_the_oldest(db: Path) -> None:
@@ -419,7 +444,7 @@ from pathlib import Path
 from edge_agent.mqtt.outbox import Outbox
 outbox = Outbox(Path(sys.argv[1]))
 events = outbox.pending(limit=1000)
-seq = outbox.next_seq("p")
+seq = outbox.reserve_seqs("p", 1)
 print(json.dumps({"seqs": [e.seq for e in events], "payloads": [e.payload.decode() for e in events],
                   "depth": outbox.stats().depth, "next": seq}))
 """

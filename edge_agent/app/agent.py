@@ -14,6 +14,7 @@ from edge_agent import __version__
 from edge_agent.app import model_kinds, telemetry, wiring
 from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
 from edge_agent.app.statelock import StateDirLock
+from edge_agent.app.supervision import Supervisor
 from edge_agent.config import settings as cfg
 from edge_agent.errors import EdgeAgentError, ModelError
 from edge_agent.mqtt import homeassistant as ha
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
     from edge_agent.update.store import ModelStore
 
 log = logging.getLogger(__name__)
+
+PIPELINE = "pipeline-"  # thread name prefix
+# Whatever the disk or the broker do, a stop must end well within systemd's
+# 30 s: storing what pipelines decided last, then delivering, are each bounded.
+WRITE_TIMEOUT = 5.0
 
 
 def keep_image_buffers_mapped() -> None:
@@ -82,13 +88,15 @@ class Agent:
         self.publisher = MqttPublisher(wiring.mqtt_options(settings))
         self.outbox = wiring.build_outbox(settings)
         self.dispatcher = Dispatcher(self.outbox, self.publisher, window=settings.outbox.inflight)
-        self.writer = OutboxWriter(self.outbox, self.dispatcher.wake)
+        self.writer = OutboxWriter(
+            self.outbox, self.dispatcher.wake, max_pending=settings.outbox.max_events
+        )
         self.publisher.on_ack(self.dispatcher.on_ack)
         self.store = self._build_store()
         self.pipelines = self._build_pipelines()
         self.updater = self._build_updater()
         self.discovery = self._build_discovery()
-        self._threads: list[threading.Thread] = []
+        self.threads = Supervisor(self.heartbeats)  # by name
         self._delivery_stop = threading.Event()
         self.started = time.time()  # telemetry's uptime_s
         self.metrics: telemetry.MetricsServer | None = None
@@ -181,19 +189,23 @@ class Agent:
         self.discovery.remove_stale(self.discovery.configs)
         if self.discovery.configs:
             self.discovery.announce()
-        self._start("delivery", self.dispatcher.run, self._delivery_stop)
-        self._start("outbox-writer", self.writer.run, self._delivery_stop)
+        # Watched: if one dies, the watchdog stops being fed, as for a pipeline.
+        watched = self._delivery_stop
+        self.threads.start("delivery", self.dispatcher.run, watched, stop=watched)
+        self.threads.start("outbox-writer", self.writer.run, watched, stop=watched)
         for pipeline in self.pipelines:
-            self.heartbeats.register(pipeline.name)
-            self._start(f"pipeline-{pipeline.name}", self._run_pipeline, pipeline, stop)
+            self.heartbeats.register(pipeline.name)  # pipelines beat for themselves
+            self.threads.start(PIPELINE + pipeline.name, self._run_pipeline, pipeline, stop)
         if self.updater is not None:
-            self._start("update", self.updater.run, self._delivery_stop)
+            # A download that hangs must not keep a stopped agent alive; installs
+            # are atomic renames, so ending it mid-way loses nothing.
+            self.threads.start("update", self.updater.run, watched, stop=watched, daemon=True)
         self._start_telemetry()
         self.notifier.ready(f"{len(self.pipelines)} pipeline(s) running")
         if on_ready:
             on_ready()
         watchdog = Watchdog(self.notifier, self.heartbeats)
-        pipelines = self._threads[2 : 2 + len(self.pipelines)]
+        pipelines = self.threads.threads(self.threads.names(PIPELINE))
         while not stop.is_set():
             if until_done and not any(t.is_alive() for t in pipelines):
                 break
@@ -206,6 +218,7 @@ class Agent:
                     if pending
                     else f"reloaded; {len(self.pipelines)} pipeline(s) running"
                 )
+            self.threads.beat_alive()
             watchdog.tick()
             stop.wait(0.2)
         self.notifier.stopping()
@@ -218,8 +231,7 @@ class Agent:
         )
 
     def _start_telemetry(self) -> None:
-        """Started after the pipelines, so `_threads[2 : 2 + n]` stay the pipelines;
-        stopped with the delivery threads, before the publisher says offline."""
+        """Stopped with the delivery threads, before the publisher says offline."""
         t = self.settings.telemetry
         if t.interval > 0:
             topic = wiring.topics_for(self.settings).telemetry
@@ -228,7 +240,7 @@ class Agent:
                 self.publisher.publish(topic, payload, qos=0)  # a lost sample: the next one
 
             sender = telemetry.TelemetryPublisher(t.interval, self.telemetry_snapshot, publish)
-            self._start("telemetry", sender.run, self._delivery_stop)
+            self.threads.start("telemetry", sender.run, self._delivery_stop, daemon=True)
         if t.prometheus_port:
             server = telemetry.MetricsServer(t.prometheus_port, self.telemetry_snapshot)
             try:
@@ -306,11 +318,6 @@ class Agent:
             return None
         return pipeline, wiring.rebuild_policy(p, pipeline, self.store)
 
-    def _start(self, name: str, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, name=name)
-        thread.start()
-        self._threads.append(thread)
-
     def _run_pipeline(self, pipeline: Pipeline, stop: threading.Event) -> None:
         try:
             pipeline.run(stop)
@@ -329,14 +336,13 @@ class Agent:
         stop.set()
         for pipeline in self.pipelines:
             pipeline.source.close()
-        for thread in self._threads[2 : 2 + len(self.pipelines)]:
-            thread.join(timeout=10)
-        self._delivery_stop.set()  # the writer, the dispatcher and the updater
-        for thread in self._threads[:2] + self._threads[2 + len(self.pipelines) :]:
-            thread.join(timeout=10)
+        pipelines = self.threads.names(PIPELINE)
+        self.threads.join(pipelines, timeout=10)
+        self._delivery_stop.set()  # the writer, the dispatcher, the updater, telemetry
+        self.threads.join([n for n in self.threads.names() if n not in pipelines], timeout=10)
         if self.metrics is not None:
             self.metrics.close()
-        self.writer.flush()
+        self.writer.flush(WRITE_TIMEOUT)  # what could not be stored is logged, by pipeline
         if not self.dispatcher.drain(flush_timeout):
             log.warning(
                 "stopping with %d event(s) still in the outbox; they are sent on the next start",

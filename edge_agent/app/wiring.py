@@ -212,7 +212,7 @@ def build_emitter(
         topics=topics_for(settings),
         sink=sink,
         store=submit,
-        next_seq=outbox.next_seq,
+        reserve_seqs=outbox.reserve_seqs,
         delivery=Delivery(
             qos=settings.mqtt.qos if p.qos is None else p.qos,
             ttl=settings.outbox.ttl or None,

@@ -23,7 +23,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = cfg.load_settings(args.config)
     logging.getLogger().setLevel(settings.log_level.upper())
     stop = threading.Event()
-    reload = threading.Event()
+    reload_requested = threading.Event()
 
     def request_stop(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s, shutting down", signal.Signals(signum).name)
@@ -31,16 +31,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def request_reload(_signum: int, _frame: FrameType | None) -> None:
         log.info("received SIGHUP, reloading %s", args.config)
-        reload.set()
+        reload_requested.set()
 
-    # Before the agent is built (models load, the state directory is locked): a stop
-    # that comes while it starts is a clean stop, not death by the default action.
+    # Before the agent is built: a SIGTERM while models load still ends in a clean stop.
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGHUP, request_reload)
     agent = Agent(settings, notifier=Notifier.from_environ(os.environ))
+    agent.reload_requested = reload_requested
     agent.reloader = lambda: cfg.load_settings(args.config)
-    agent.reload_requested = reload
     agent.run(stop, until_done=args.exit_when_done)
     return 0
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.errors import PublishError
+from edge_agent.errors import OutboxError, PublishError
 from edge_agent.mqtt.outbox import NewEvent
 from edge_agent.mqtt.payloads import (
     Decision,
@@ -40,6 +40,35 @@ class Delivery:
     ttl: float | None = None
 
 
+class SeqBlock:
+    """Sequence numbers for QoS 0 events, which never touch the database per event:
+    reserved in blocks (one write per `SIZE` events). A block that cannot be reserved
+    (a full disk) is continued in memory; at QoS 0 a repeated seq after such a failure
+    and a restart is the lesser evil than not publishing."""
+
+    SIZE = 1000
+
+    def __init__(self, pipeline: str, reserve: Callable[[str, int], int]) -> None:
+        self._pipeline = pipeline
+        self._reserve = reserve
+        self._next = 0
+        self._end = 0  # exclusive
+
+    def next(self) -> int:
+        if self._next >= self._end:
+            try:
+                self._next = self._reserve(self._pipeline, self.SIZE)
+            except OutboxError as exc:
+                limited.error(
+                    f"{self._pipeline}-seq", "%s: cannot reserve seqs: %s", self._pipeline, exc
+                )
+                self._next = max(self._next, 1)
+            self._end = self._next + self.SIZE
+        seq = self._next
+        self._next += 1
+        return seq
+
+
 class Emitter:
     """A pipeline's one door to MQTT. `bytes_out` counts what it sent (topic + payload)."""
 
@@ -50,7 +79,7 @@ class Emitter:
         topics: Topics,
         sink: MessageSink,
         store: Callable[[NewEvent], None],
-        next_seq: Callable[[str], int],
+        reserve_seqs: Callable[[str, int], int],
         delivery: Delivery,
     ) -> None:
         self.pipeline = pipeline
@@ -58,7 +87,7 @@ class Emitter:
         self.bytes_out = 0
         self._sink = sink
         self._store = store  # the outbox writer's submit
-        self._next_seq = next_seq
+        self._seqs = SeqBlock(pipeline, reserve_seqs)
         self._delivery = delivery
         self._lock = threading.Lock()  # events are encoded on the writer's thread
 
@@ -88,7 +117,7 @@ class Emitter:
 
         qos, ttl = self._delivery.qos, self._delivery.ttl
         if qos == 0:  # fire and forget: not worth a disk write
-            self.send(topic, build(self._next_seq(self.pipeline)), qos=0, count=False)
+            self.send(topic, build(self._seqs.next()), qos=0, count=False)
         else:
             self._store(NewEvent(self.pipeline, topic, build, qos, ttl))
 

@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 limited = RateLimitedLog(log)
 
 AckHandler = Callable[[int, ReasonCode | None], None]
+# MQTT 5 brokers say how many unacknowledged QoS 1/2 messages they take (Receive
+# Maximum, 65535 when unsaid); 3.1.1 ones cannot, and mosquitto silently drops
+# QoS 2 messages beyond its default max_inflight_messages, 20.
+MQTT5_DEFAULT_QUOTA = 65_535
+MQTT311_QUOTA = 20
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,8 @@ class MqttPublisher:
         self._on_ack: AckHandler | None = None
         self._commands: dict[str, Callable[[bytes], None]] = {}
         self._stopping = False
+        self._v5 = options.protocol == "5"
+        self._quota = MQTT5_DEFAULT_QUOTA if self._v5 else MQTT311_QUOTA
         self._client = self._build_client()
 
     def _build_client(self) -> mqtt.Client:
@@ -97,7 +104,13 @@ class MqttPublisher:
             CallbackAPIVersion.VERSION2,
             client_id=opts.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False,
+            # A clean session on every connection: the broker keeps no state for
+            # us, and paho re-sends every unacknowledged QoS 2 message as a new
+            # PUBLISH. With a kept session paho re-sends PUBREL instead, and a
+            # broker that lost that session (restarted) answers PUBCOMP for a
+            # message it never received: an event settled but never delivered.
+            # At least once either way; consumers de-duplicate by id.
+            clean_session=None if v5 else True,
         )
         if opts.username:
             client.username_pw_set(opts.username, opts.password)
@@ -108,7 +121,7 @@ class MqttPublisher:
         first = opts.reconnect_min * random.uniform(1.0, 2.0)  # noqa: S311 - not crypto
         longest = max(1, math.ceil(opts.reconnect_max))
         client.reconnect_delay_set(min(max(1, math.ceil(first)), longest), longest)
-        client.max_inflight_messages_set(opts.max_inflight)
+        client.max_inflight_messages_set(min(opts.max_inflight, self._quota))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
@@ -139,12 +152,18 @@ class MqttPublisher:
         opts = self.options
         kwargs: dict[str, Any] = {"keepalive": opts.keepalive}
         if opts.protocol == "5":
-            kwargs["clean_start"] = False
+            kwargs["clean_start"] = True
         try:
             self._client.connect_async(opts.host, opts.port, **kwargs)
         except (OSError, ValueError) as exc:
             raise PublishError(f"cannot connect to {opts.host}:{opts.port}: {exc}") from exc
         self._client.loop_start()
+
+    @property
+    def send_quota(self) -> int:
+        """How many QoS 1/2 messages may await acknowledgement at once: the broker's
+        Receive Maximum from its last CONNACK (MQTT 5)."""
+        return self._quota
 
     def publish(
         self,
@@ -196,12 +215,21 @@ class MqttPublisher:
     # paho callbacks: run on paho's network thread. An exception here has killed
     # or stalled that thread in past paho versions, so each one catches all.
 
-    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+    def _on_connect(
+        self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, props: Properties | None
+    ) -> None:
         try:
             if rc.is_failure:
                 limited.error("connect", "broker %s refused the connection: %s", self._where(), rc)
                 return
-            log.info("connected to %s as %s", self._where(), self.options.client_id)
+            if self._v5:  # paho itself ignores it (and cannot change its limit now)
+                self._quota = int(getattr(props, "ReceiveMaximum", MQTT5_DEFAULT_QUOTA))
+            log.info(
+                "connected to %s as %s (at most %d unacknowledged)",
+                self._where(),
+                self.options.client_id,
+                min(self.options.max_inflight, self._quota),
+            )
             self.stats.add(connects=1)
             self.connected.set()
             self._send(self.options.topics.status, STATUS_ONLINE, 1, True)
