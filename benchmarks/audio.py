@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/audio.py [--seconds N] [--json] [--strict]
 
-The microWakeWord "okay nabu" model (../shared/fixtures/audio, or EDGE_AGENT_FIXTURES)
+The microWakeWord "okay nabu" model (tests/fixtures/audio, or EDGE_AGENT_FIXTURES)
 on its own recordings, looped until N seconds of audio, in 100 ms chunks as a
 CommandPcmSource delivers them. Measured with time.process_time on one thread:
 
@@ -36,7 +36,7 @@ from edge_agent.sources.base import Audio
 TARGET = 0.05
 CHUNK = 1600  # 100 ms
 FIXTURES = Path(
-    os.environ.get("EDGE_AGENT_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures")
+    os.environ.get("EDGE_AGENT_FIXTURES", Path(__file__).resolve().parents[1] / "tests/fixtures")
 )
 
 

@@ -58,6 +58,10 @@ def _add_bench_command(commands: Any) -> None:
         "--seconds", type=float, default=5.0, help="seconds per measurement (default 5)"
     )
     bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.add_argument(
+        "--detector", help="a detection model (default: the bundled shapes detector, if any)"
+    )
+    bench.add_argument("--detector-labels", help="its label file")
     _handler(bench, "bench:cmd_bench")
 
 

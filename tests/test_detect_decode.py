@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from edge_agent.detect.decode import DecodeOptions, Decoder, Detections
+from edge_agent.detect.decode import DecodeOptions, Decoder
 from edge_agent.detect.layouts import DetectionLayout, recognise
+from edge_agent.detect.types import Detections
 from edge_agent.errors import ConfigError
 from edge_agent.model.preprocess import Placement
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.app import telemetry, wiring
+from edge_agent.app import model_kinds, telemetry, wiring
 from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
 from edge_agent.app.statelock import StateDirLock
 from edge_agent.app.supervision import Supervisor
@@ -63,6 +63,8 @@ def ha_entity(p: cfg.PipelineSettings) -> ha.EntitySpec:
     pol = p.policy
     if isinstance(pol, cfg.ThresholdPolicySettings):
         return ha.threshold_spec(p.name, on_state=pol.on_state, off_state=pol.off_state)
+    if not isinstance(pol, cfg.ClassificationPolicySettings):  # detection, wake word
+        return ha.EntitySpec(p.name)  # the decision string; kinds.py adds the rest
     return ha.classification_spec(p.name, states=pol.states, default_state=pol.default_state)
 
 
@@ -151,6 +153,7 @@ class Agent:
                 sw_version=__version__,
                 latency=self.settings.telemetry.interval > 0,
             )
+            configs.update(model_kinds.discovery_configs(self.settings, __version__))
         discovery = ha.Discovery(
             sink=self.publisher,
             configs=configs,

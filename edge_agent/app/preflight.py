@@ -64,13 +64,8 @@ def _state_dir_problem(path: Path) -> str | None:
 def _pipeline_problems(
     settings: cfg.Settings, p: cfg.PipelineSettings, keys: Opener | None
 ) -> list[str]:
-    where = f"pipelines.{p.name}"
     try:
-        model, _info, labels = wiring.load_model(settings, p, None, keys)
-    except EdgeAgentError as exc:
-        return [f"{where}.model: {exc}"]
-    try:
-        wiring.build_policy(p, wiring.output_classes(model), labels, keys)
+        wiring.check_pipeline(settings, p, keys)
     except EdgeAgentError as exc:
         return [str(exc)]
     return []

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from edge_agent.app import model_kinds as kinds
 from edge_agent.config import settings as cfg
 from edge_agent.config.kinds import CAMERA_KINDS
-from edge_agent.errors import ConfigError, ModelError
+from edge_agent.errors import ConfigError, EdgeAgentError, ModelError
 from edge_agent.model.labels import align_labels, read_labels
 from edge_agent.model.runtime import Model, default_threads
 from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
@@ -31,11 +32,14 @@ from edge_agent.update.store import ModelStore
 from edge_agent.util.tls import MqttTls, read_secret
 
 if TYPE_CHECKING:
+    from edge_agent.audio.listener import Listener
+    from edge_agent.pipeline.listening import ListeningPipeline
     from edge_agent.sources.sensor.window import SlidingWindow
 
 log = logging.getLogger(__name__)
 
 ENCRYPTED_SUFFIX = ".enc"  # `edge-agent model encrypt` writes MODEL.enc
+MODEL_KEY = "pipelines.{}.model"
 
 
 def topics_for(settings: cfg.Settings) -> Topics:
@@ -120,6 +124,7 @@ def model_loader(
     def load(source: Path | bytes) -> Model:
         label = f"{model_name(p)} (decrypted in memory)"
         if isinstance(source, Path):
+            source = kinds.manifest_model(source)  # an audio pipeline's model may be a manifest
             label = str(source)
             if keys is not None:
                 source = keys.model_bytes(source)
@@ -190,44 +195,152 @@ def build_pipeline(
     """A ready pipeline; ModelError or ConfigError if its parts cannot be made.
     `on_progress` is called on every turn of its loop (the watchdog's heartbeat);
     `keys` open encrypted models and labels (in memory)."""
+    emitter = build_emitter(settings, p, sink=sink, outbox=outbox, submit=submit)
+    if kinds.is_audio(p):
+        return build_listening(settings, p, emitter, store, on_progress)
     model, info, labels = load_model(settings, p, store, keys)
-    check_model_fits(p, model)
     decoders = thread_plan(settings, p, p.model).decoders
     image = (
         ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels, decoders)
         if is_camera(p)
         else None
     )
+    check_model(p, model, labels, keys)
     policy = build_policy(p, output_classes(model), labels, keys)
+    source = _source(settings, p)
+    parts: dict[str, Any] = {
+        "source": source,
+        "model": model,
+        "model_info": info,
+        "policy": policy,
+        "emitter": emitter,
+        "image": image,
+        "on_progress": on_progress,
+        "drift": build_drift(p.drift, model),
+    }
     try:
-        source = build_source(settings, p)
-    except ValueError as exc:
-        raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
-    try:
-        return Pipeline(
-            p.name,
-            source=source,
-            model=model,
-            model_info=info,
-            policy=policy,
-            emitter=Emitter(
-                p.name,
-                topics=topics_for(settings),
-                sink=sink,
-                store=submit,
-                reserve_seqs=outbox.reserve_seqs,
-                delivery=Delivery(
-                    qos=settings.mqtt.qos if p.qos is None else p.qos,
-                    ttl=settings.outbox.ttl or None,
-                ),
-            ),
-            image=image,
-            on_progress=on_progress,
-            drift=build_drift(p.drift, model),
-        )
+        if kinds.is_detection(p):
+            from edge_agent.pipeline.detecting import DetectionPipeline  # noqa: PLC0415 - Pillow
+
+            names = detection_labels(p, labels, keys)
+            return DetectionPipeline(p.name, make_detector=kinds.detector_maker(p, names), **parts)
+        return Pipeline(p.name, **parts)
     except ModelError as exc:
         source.close()
         raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
+
+
+def build_emitter(
+    settings: cfg.Settings,
+    p: cfg.PipelineSettings,
+    *,
+    sink: MessageSink,
+    outbox: Outbox,
+    submit: Callable[[NewEvent], None],
+) -> Emitter:
+    return Emitter(
+        p.name,
+        topics=topics_for(settings),
+        sink=sink,
+        store=submit,
+        reserve_seqs=outbox.reserve_seqs,
+        delivery=Delivery(
+            qos=settings.mqtt.qos if p.qos is None else p.qos,
+            ttl=settings.outbox.ttl or None,
+        ),
+    )
+
+
+def _source(settings: cfg.Settings, p: cfg.PipelineSettings) -> Source:
+    try:
+        return build_source(settings, p)
+    except ValueError as exc:
+        raise ConfigError(f"pipelines.{p.name}.source: {exc}") from exc
+
+
+def check_model(
+    p: cfg.PipelineSettings,
+    model: Model,
+    labels: Path | Sequence[str] | None = None,
+    keys: Opener | None = None,
+) -> None:
+    """ConfigError unless the model takes what the source gives and gives what the
+    pipeline's policy reads."""
+    check_model_fits(p, model)
+    if kinds.is_detection(p):
+        kinds.check_detector(p, model, detection_labels(p, labels, keys))
+    elif is_camera(p):  # only an image model can be a detector
+        kinds.check_classifier(p, model)
+
+
+def detection_labels(
+    p: cfg.PipelineSettings, labels: Path | Sequence[str] | None, keys: Opener | None
+) -> list[str] | None:
+    try:
+        return _label_names(p, labels, keys)[0]
+    except ModelError as exc:
+        raise ConfigError(f"pipelines.{p.name}.labels: {exc}") from exc
+
+
+def check_pipeline(
+    settings: cfg.Settings, p: cfg.PipelineSettings, keys: Opener | None = None
+) -> None:
+    """What `build_pipeline` checks of the model, its labels and the policy, without
+    a source or a broker (`config check`); EdgeAgentError led by the key."""
+    if kinds.is_audio(p):
+        kinds.listener_for(settings, p, p.model)
+        build_policy(p, 0)
+        return
+    try:
+        model, _info, labels = load_model(settings, p, None, keys)
+    except EdgeAgentError as exc:
+        raise ConfigError(f"{MODEL_KEY.format(p.name)}: {exc}") from exc
+    check_model(p, model, labels, keys)
+    build_policy(p, output_classes(model), labels, keys)
+
+
+def build_listening(
+    settings: cfg.Settings,
+    p: cfg.PipelineSettings,
+    emitter: Emitter,
+    store: ModelStore | None,
+    on_progress: Callable[[], None] | None,
+) -> ListeningPipeline:
+    """An audio pipeline: its listener around the installed update, else the
+    configured model (a .tflite or a microWakeWord .json manifest)."""
+    from edge_agent.pipeline.listening import ListeningPipeline  # noqa: PLC0415
+
+    installed = store.current(model_name(p)) if store else None
+    listener = None
+    if installed is not None:
+        try:
+            listener = kinds.listener_for(settings, p, installed.path)
+            info = ModelInfo(installed.name, installed.version, installed.sha256)
+        except ConfigError as exc:
+            log.error("installed model %s unusable (%s); using %s", installed.path, exc, p.model)
+    if listener is None:
+        listener = kinds.listener_for(settings, p, p.model)
+        info = ModelInfo(model_name(p), p.model_version, listener.model.sha256)
+    policy = build_policy(p, output_classes(listener.model))
+
+    def rebuild(model: Model) -> Listener:
+        """A listener for a model swapped in: an update is read from where the store
+        installed it (the model was loaded from its download, gone by now)."""
+        current = store.current(model_name(p)) if store else None
+        if current is not None and current.sha256 == model.sha256:
+            return kinds.listener_for(settings, p, current.path)
+        return kinds.listener_for(settings, p, Path(model.label))
+
+    return ListeningPipeline(
+        p.name,
+        listener=listener,
+        rebuild=rebuild,
+        source=_source(settings, p),
+        model_info=info,
+        policy=policy,
+        emitter=emitter,
+        on_progress=on_progress,
+    )
 
 
 def check_model_fits(p: cfg.PipelineSettings, model: Model) -> None:
@@ -271,6 +384,10 @@ def build_policy(
     decrypted labels) replaces the configured labels file. `keys` read label files,
     decrypting encrypted ones in memory: no plaintext copy is written."""
     pol = p.policy
+    if isinstance(pol, cfg.DetectionPolicySettings):
+        return kinds.detection_policy(p)
+    if isinstance(pol, cfg.WakeWordPolicySettings):
+        return kinds.wake_policy(p)
     timing: dict[str, Any] = {
         "smoothing": pol.smoothing,
         "debounce": pol.debounce,
@@ -289,7 +406,7 @@ def build_policy(
             )
         given, source = _label_names(p, labels, keys)
         names = align_labels(given, classes, source)
-        return ClassificationPolicy(
+        policy = ClassificationPolicy(
             names,
             threshold=pol.threshold,
             off_threshold=pol.off_threshold,
@@ -299,6 +416,7 @@ def build_policy(
         )
     except (ValueError, ModelError) as exc:
         raise ConfigError(f"pipelines.{p.name}.policy: {exc}") from exc
+    return kinds.classified_audio(policy) if kinds.is_audio(p) else policy
 
 
 def _label_names(
@@ -453,6 +571,23 @@ def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
     )
 
 
+def _audio(name: str, s: Any, _: cfg.Settings) -> Source:
+    from edge_agent.audio.sources import CommandPcmSource, WavFilesSource  # noqa: PLC0415
+
+    if s.pattern is not None:
+        return WavFilesSource(
+            name,
+            pattern=s.pattern,
+            rate=s.rate,
+            loop=s.loop,
+            realtime=s.realtime,
+            chunk_ms=s.chunk_ms,
+        )
+    return CommandPcmSource(
+        name, command=s.command, rate=s.rate, chunk_ms=s.chunk_ms, queue_chunks=s.queue_chunks
+    )
+
+
 _SOURCE_BUILDERS: dict[str, Callable[[str, Any, cfg.Settings], Source]] = {
     "files": _files,
     "dir": _dir,
@@ -462,4 +597,5 @@ _SOURCE_BUILDERS: dict[str, Callable[[str, Any, cfg.Settings], Source]] = {
     "lines": _lines,
     "iio": _iio,
     "mqtt": _mqtt,
+    "audio": _audio,
 }

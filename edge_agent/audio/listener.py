@@ -129,12 +129,12 @@ def build_listener(model: str | Path, options: ListenerOptions | None = None) ->
         if manifest is not None:
             raise ModelError(f"{path}: the manifest's model keeps no state: not a microWakeWord")
         return Listener(frontend, WindowRunner(first, options.hop), None)
-    policy = WakeWordPolicy(_wake_options(manifest, model_path, options))
+    policy = WakeWordPolicy(wake_options(manifest, model_path, options))
     loaded = iter([first])  # the runner's first load is the model already loaded
     return Listener(frontend, StreamingRunner(lambda: next(loaded, None) or load()), policy)
 
 
-def _wake_options(
+def wake_options(
     manifest: WakeWordManifest | None, model_path: Path, options: ListenerOptions
 ) -> WakeWordOptions:
     word = options.word or (manifest.word if manifest else model_path.stem.replace("_", " "))

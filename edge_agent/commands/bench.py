@@ -524,10 +524,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
             make_frames(workdir / "frames")
             pattern = str(workdir / "frames" / "*.jpg")
         report = run_bench(model, pattern, args.seconds, workdir)
+    from edge_agent.commands import bench_detect  # noqa: PLC0415 - it imports this module
+
+    detector = Path(args.detector) if args.detector else None
+    labels = Path(args.detector_labels) if args.detector_labels else None
+    detection = bench_detect.run_detection(detector, labels, args.seconds / 2)
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        data = report.as_dict() | {"detection": [d.as_dict() for d in detection]}
+        print(json.dumps(data, indent=2))
     else:
         print_report(report)
+        print("detection")
+        bench_detect.print_overheads(detection)
     return 0
 
 
@@ -541,6 +549,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seconds", type=float, default=5.0, help="seconds per measurement (default 5)"
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    add_detection_arguments(parser)
+
+
+def add_detection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--detector", help="a detection model (default: the bundled shapes detector, if any)"
+    )
+    parser.add_argument("--detector-labels", help="its label file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,9 +1,10 @@
-"""`edge-agent demo`: a throwaway broker, a camera and a sensor pipeline on the
-bundled models and samples, a subscriber printing what arrives, a summary."""
+"""`edge-agent demo`: a throwaway broker, camera, sensor, detection and audio pipelines
+on the bundled models and samples, a subscriber printing what arrives, a summary."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import shutil
@@ -36,52 +37,106 @@ def find_models(explicit: Path | None) -> Path:
     raise ConfigError("demo: the bundled models/ directory was not found; pass --models DIR")
 
 
+DETECTOR = "shapes_yolov8_int8.tflite"
+WAKE_WORD = Path("audio") / "okay_nabu.json"
+
+
 def demo_config(models: Path, port: int, state_dir: Path) -> dict[str, Any]:
     """The demo's settings, as a config file would give them (see config.example.toml)."""
-    window = {"size": 64, "hop": 32, "channels": 3, "mean": [0.0, 0.0, 1.0], "std": [0.5, 0.5, 0.5]}
+    pipelines = [*classic_pipelines(models), *detection_pipelines(models), *audio_pipelines(models)]
     return {
         "device_id": DEVICE,
         "state_dir": str(state_dir),
         "mqtt": {"host": "127.0.0.1", "port": port},
-        "pipelines": [
-            {
-                "name": "camera",
-                "model": str(models / "shapes_int8.tflite"),
-                "labels": str(models / "shapes_labels.txt"),
-                "source": {
-                    "kind": "files",
-                    "pattern": str(models / "samples/camera/*.jpg"),
-                    "fps": 10,
-                },
-                "policy": {
-                    "kind": "classification",
-                    "threshold": 0.6,
-                    "off_threshold": 0.4,
-                    "debounce": 2,
-                    "default_state": "empty",
-                },
-            },
-            {
-                "name": "vibration",
-                "model": str(models / "vibration_int8.tflite"),
-                "source": {
-                    "kind": "lines",
-                    "path": str(models / "samples/vibration.csv"),
-                    "rate": 400,
-                    "window": window,
-                },
-                "policy": {
-                    "kind": "threshold",
-                    "index": 1,
-                    "on_threshold": 0.6,
-                    "off_threshold": 0.4,
-                    "on_state": "anomaly",
-                    "off_state": "normal",
-                    "debounce": 2,
-                },
-            },
-        ],
+        "pipelines": pipelines,
     }
+
+
+def detection_pipelines(models: Path) -> list[dict[str, Any]]:
+    """The shapes detector on its clip: a square walks into the lower-left zone and out
+    again, a circle crosses the middle line left to right (models/README.md)."""
+    if not (models / DETECTOR).is_file():  # a models/ directory from before the detector
+        return []
+    return [
+        {
+            "name": "shapes",
+            "model": str(models / DETECTOR),
+            "labels": str(models / "shapes_detect_labels.txt"),
+            "source": {"kind": "files", "pattern": str(models / "detect_demo/*.jpg"), "fps": 10},
+            "policy": {
+                "kind": "detection",
+                "min_score": 0.5,
+                "debounce": 2,
+                "absent_frames": 3,
+                "zones": {"lower_left": [[0.1, 0.55], [0.5, 0.55], [0.5, 1.0], [0.1, 1.0]]},
+                # Drawn bottom to top: its right-hand side is the frame's right.
+                "lines": {
+                    "middle": {
+                        "points": [[0.5, 1.0], [0.5, 0.0]],
+                        "directions": ["left_to_right", "right_to_left"],
+                    }
+                },
+            },
+        }
+    ]
+
+
+def audio_pipelines(models: Path) -> list[dict[str, Any]]:
+    """The "okay nabu" wake word on two recordings: "computer" (nothing), "okay nabu"."""
+    if importlib.util.find_spec("pymicro_features") is None:
+        print("(no audio pipeline: the audio frontend needs pip install 'edge-agent[audio]')")
+        return []
+    return [
+        {
+            "name": "voice",
+            "model": str(models / WAKE_WORD),
+            "source": {"kind": "audio", "pattern": str(models / "audio/*.wav")},
+            "policy": {"kind": "wakeword"},
+        }
+    ]
+
+
+def classic_pipelines(models: Path) -> list[dict[str, Any]]:
+    """The camera classifier and the vibration sensor."""
+    window = {"size": 64, "hop": 32, "channels": 3, "mean": [0.0, 0.0, 1.0], "std": [0.5, 0.5, 0.5]}
+    return [
+        {
+            "name": "camera",
+            "model": str(models / "shapes_int8.tflite"),
+            "labels": str(models / "shapes_labels.txt"),
+            "source": {
+                "kind": "files",
+                "pattern": str(models / "samples/camera/*.jpg"),
+                "fps": 10,
+            },
+            "policy": {
+                "kind": "classification",
+                "threshold": 0.6,
+                "off_threshold": 0.4,
+                "debounce": 2,
+                "default_state": "empty",
+            },
+        },
+        {
+            "name": "vibration",
+            "model": str(models / "vibration_int8.tflite"),
+            "source": {
+                "kind": "lines",
+                "path": str(models / "samples/vibration.csv"),
+                "rate": 400,
+                "window": window,
+            },
+            "policy": {
+                "kind": "threshold",
+                "index": 1,
+                "on_threshold": 0.6,
+                "off_threshold": 0.4,
+                "on_state": "anomaly",
+                "off_state": "normal",
+                "debounce": 2,
+            },
+        },
+    ]
 
 
 class Watcher:
@@ -109,6 +164,8 @@ class Watcher:
                     f"{event['decision']}  (score {event['score']:.2f}, at {event['ts']})",
                     flush=True,
                 )
+                for line in details(event):
+                    print(f"      {line}", flush=True)
             elif message.topic.endswith("/state"):
                 self.retained_states[message.topic] = json.loads(message.payload)
             elif message.topic.endswith("/status"):
@@ -119,6 +176,22 @@ class Watcher:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def details(event: dict[str, Any]) -> list[str]:
+    """What a detection event says happened, or where in the audio a word was heard."""
+    if "word" in event:
+        return [f"heard {event['word']!r} at {event['offset_s']:.2f} s into the recording"]
+    found = event.get("detection")
+    if not found:
+        return []
+    lines = [f"entered {e['zone']}: {e['label']} #{e['id']}" for e in found["entered"]]
+    lines += [f"left {e['zone']}: {e['label']} #{e['id']}" for e in found["left"]]
+    lines += [
+        f"crossed {c['line']} {c['direction']}: {c['label']} #{c['id']} (total {c['total']})"
+        for c in found["crossed"]
+    ]
+    return lines
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -99,8 +99,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def infer_detections(args: argparse.Namespace, model: Model, kind: str | None) -> int:
     """One JSON line of detections per image; a layout it cannot read is a ModelError."""
     options = DecodeOptions(min_score=args.min_score, iou=args.iou)
-    detector = Detector(model, kind=kind, options=options, resize=args.resize)
     labels = DetectionLabels.read(args.labels)
+    detector = Detector(model, kind=kind, options=options, resize=args.resize, labels=labels)
     failed = 0
     for item in args.inputs:
         try:
@@ -112,7 +112,7 @@ def infer_detections(args: argparse.Namespace, model: Model, kind: str | None) -
             print(f"edge-agent: {item}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        result = {"input": item, "detections": found.records(labels), "latency_ms": latency}
+        result = {"input": item, "detections": found.records(), "latency_ms": latency}
         print(json.dumps(result), flush=True)
     return 4 if failed else 0
 

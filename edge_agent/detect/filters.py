@@ -58,6 +58,12 @@ class DetectionFilter:
         if self._min_area > self._max_area:
             raise ValueError(f"min_area ({min_area}) must be <= max_area ({max_area})")
 
+    @property
+    def floor(self) -> float:
+        """The lowest score a detection can be kept at (any label)."""
+        lowest = min([self._min_score, *self._by_label.values()])
+        return max(lowest - self._margin, 0.0)
+
     def apply(self, d: Detections) -> tuple[_Mask, _Mask]:
         """``(kept, strong)`` masks over ``d``."""
         boxes = np.clip(d.boxes, 0.0, 1.0)
