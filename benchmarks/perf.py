@@ -25,7 +25,7 @@ or synthetic scenes when the fixtures are absent, it measures in one run:
   6 bandwidth    a 10-minute 10 fps scene (6000 demo frames, 4 changes) at full
                  speed: bytes read by the source vs bytes on MQTT
   7 detection    decode + NMS + policy + tracking per frame against invoke()
-                 (edge_agent/commands/bench_detect.py): synthetic YOLOv8n heads at
+                 (edge_agent/devtools/bench_detect.py): synthetic YOLOv8n heads at
                  320 and 640 (no YOLOv8n model here: its invoke() is estimated),
                  a 10-box SSD, the SSD fixture and the bundled shapes detector
   8 audio        the wake-word pipeline's CPU per second of audio, and its ratio to
@@ -63,7 +63,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from PIL import Image
 
 from edge_agent.app import wiring
-from edge_agent.commands.bench import (
+from edge_agent.config.settings import load_settings
+from edge_agent.devtools.bench import (
     LoopStats,
     PipelineRun,
     camera_config,
@@ -76,14 +77,13 @@ from edge_agent.commands.bench import (
     planned_threads,
     timed_loop,
 )
-from edge_agent.commands.bench_detect import (
+from edge_agent.devtools.bench_detect import (
     Overhead,
     model_overhead,
     print_overheads,
     run_detection,
     targets_met,
 )
-from edge_agent.config.settings import load_settings
 from edge_agent.errors import ConfigError
 from edge_agent.model.runtime import BACKEND_MODULES, Model, default_threads, resolve_backend
 from edge_agent.model.sizing import ThreadPlan

@@ -8,7 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent.commands.bench_detect import (
+from edge_agent.detect.decode import DecodeOptions, Decoder
+from edge_agent.detect.layouts import recognise
+from edge_agent.devtools.bench_detect import (
     OBJECTS,
     SSD_BOXES,
     bench_policy,
@@ -16,8 +18,6 @@ from edge_agent.commands.bench_detect import (
     synthetic_ssd,
     synthetic_yolov8,
 )
-from edge_agent.detect.decode import DecodeOptions, Decoder
-from edge_agent.detect.layouts import recognise
 
 from .conftest import FIXTURE_MODELS
 from .test_bench import bench

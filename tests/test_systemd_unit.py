@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.cli import EXIT_CONFIG
+from edge_agent.errors import EXIT_CONFIG
 
 pytestmark = pytest.mark.integration
 

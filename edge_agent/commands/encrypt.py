@@ -227,7 +227,7 @@ def cmd_model_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_encrypt_command(commands: Any) -> None:
+def register(commands: Any) -> None:
     """Register `model encrypt` on the CLI's subparsers (called by cli.py)."""
     from edge_agent.commands.keys import DEFAULT_STATE_DIR  # noqa: PLC0415 - a light module
 
@@ -247,4 +247,4 @@ def add_model_encrypt_command(commands: Any) -> None:
     )
     encrypt.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     encrypt.add_argument("--credentials-dir", type=Path, default=None)
-    encrypt.set_defaults(handler="encrypt:cmd_model_encrypt")
+    encrypt.set_defaults(handler=cmd_model_encrypt)

@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import re
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from edge_agent.errors import (
     ConfigError,
-    EdgeAgentError,
     InputError,
     IntegrityError,
     UpdateError,
@@ -45,19 +43,19 @@ _DURATION = re.compile(r"([1-9][0-9]*)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def add_manifest_commands(commands: Any) -> None:
+def register(commands: Any) -> None:
     """Register `manifest ...` on the CLI's subparsers (called by cli.py)."""
     parser = commands.add_parser("manifest", help="create, sign and verify model update manifests")
     actions = parser.add_subparsers(dest="manifest_command", required=True, metavar="ACTION")
     keygen = actions.add_parser("keygen", help="make an Ed25519 signing key pair")
     keygen.add_argument("--private", type=Path, default=DEFAULT_PRIVATE, help="(update-key.pem)")
     keygen.add_argument("--public", type=Path, default=DEFAULT_PUBLIC, help="(update-key.pub)")
-    keygen.set_defaults(handler="manifest:cmd_keygen")
+    keygen.set_defaults(handler=cmd_keygen)
     _add_create(actions)
     sign = actions.add_parser("sign", help="sign a manifest: writes MANIFEST.sig")
     sign.add_argument("manifest", type=Path, metavar="MANIFEST")
     sign.add_argument("--key", type=Path, default=DEFAULT_PRIVATE, help="private key (%(default)s)")
-    sign.set_defaults(handler="manifest:cmd_sign")
+    sign.set_defaults(handler=cmd_sign)
     verify = actions.add_parser("verify", help="check a manifest as a device would")
     verify.add_argument(
         "manifest", metavar="MANIFEST", help="path or https:// URL of manifest.json"
@@ -71,7 +69,7 @@ def add_manifest_commands(commands: Any) -> None:
     )
     verify.add_argument("--ca-file", help="CA bundle for an https:// URL (as the device's)")
     verify.add_argument("--allow-http", action="store_true", help="accept an http:// URL")
-    verify.set_defaults(handler="manifest:cmd_verify")
+    verify.set_defaults(handler=cmd_verify)
 
 
 def _add_create(actions: Any) -> None:
@@ -115,7 +113,7 @@ def _add_create(actions: Any) -> None:
     create.add_argument(
         "--cipher", choices=["chacha20-poly1305", "aes-256-gcm"], help="(chacha20-poly1305)"
     )
-    create.set_defaults(handler="manifest:cmd_create")
+    create.set_defaults(handler=cmd_create)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -369,25 +367,3 @@ def _read_input(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    """The manifest commands alone, with cli.main's exit codes: runnable before
-    (and without) the full CLI, e.g. `python -m edge_agent.commands.manifest`."""
-    from edge_agent.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INPUT  # noqa: PLC0415 - a cycle
-
-    parser = argparse.ArgumentParser(prog="edge-agent")
-    add_manifest_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = globals()[args.handler.split(":")[1]]
-    try:
-        return handler(args)
-    except EdgeAgentError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
-        if isinstance(exc, ConfigError):
-            return EXIT_CONFIG
-        return EXIT_INPUT if isinstance(exc, InputError) else EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

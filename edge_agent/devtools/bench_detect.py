@@ -32,13 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.commands.bench import LoopStats, make_frames, measure_ceiling, timed_loop
 from edge_agent.detect.decode import DecodeOptions, Decoder
 from edge_agent.detect.labels import DetectionLabels
 from edge_agent.detect.layouts import recognise
 from edge_agent.detect.policy import DetectionPolicy
 from edge_agent.detect.types import Detections
 from edge_agent.detect.zones import make_line, make_zone
+from edge_agent.devtools.bench import LoopStats, make_frames, measure_ceiling, timed_loop
 from edge_agent.model.preprocess import ImageLayout, Placement, place
 from edge_agent.model.runtime import Model, TensorSpec, default_threads
 
