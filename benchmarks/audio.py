@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.audio.frontend import MicroFrontend
-from edge_agent.audio.listener import ListenerOptions, build_listener
-from edge_agent.audio.wav import read_wav
+from edge_agent.model.audio.frontend import MicroFrontend
+from edge_agent.pipeline.audio.listener import ListenerOptions, build_listener
+from edge_agent.sources.audio.wav import read_wav
 from edge_agent.sources.base import Audio
 
 TARGET = 0.05

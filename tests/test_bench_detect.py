@@ -8,8 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent.detect.decode import DecodeOptions, Decoder
-from edge_agent.detect.layouts import recognise
 from edge_agent.devtools.bench_detect import (
     OBJECTS,
     SSD_BOXES,
@@ -18,6 +16,8 @@ from edge_agent.devtools.bench_detect import (
     synthetic_ssd,
     synthetic_yolov8,
 )
+from edge_agent.model.detection.decode import DecodeOptions, Decoder
+from edge_agent.model.detection.layouts import recognise
 
 from .conftest import FIXTURE_MODELS
 from .test_bench import bench

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from edge_agent.detect import nms as nms_module
-from edge_agent.detect.nms import iou, nms, pairwise_iou
+from edge_agent.model.detection import nms as nms_module
+from edge_agent.model.detection.nms import iou, nms, pairwise_iou
 
 # Same class: B overlaps A by 90/110, C overlaps A by 50/150 and B by 60/140.
 # D is A's twin in another class.

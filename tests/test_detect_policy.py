@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.detect.counting import CountLevel
-from edge_agent.detect.labels import DetectionLabels
-from edge_agent.detect.payload import TRACK, DetectionDecision
-from edge_agent.detect.policy import DetectionPolicy
-from edge_agent.detect.types import Detections
-from edge_agent.detect.zones import make_line, make_zone
+from edge_agent.config.zones import make_line, make_zone
+from edge_agent.model.detection.labels import DetectionLabels
+from edge_agent.model.detection.types import Detections
 from edge_agent.mqtt.payloads import Decision, ModelInfo, encode, event_payload
+from edge_agent.pipeline.detection.counting import CountLevel
+from edge_agent.pipeline.detection.payload import TRACK, DetectionDecision
+from edge_agent.pipeline.detection.policy import DetectionPolicy
 
 Obj = tuple[str, float, float, float]  # label, x, y (bottom-centre), score
 

@@ -22,7 +22,11 @@ pytestmark = pytest.mark.integration
 WATCHED = ("cryptography", "http.server", "numpy.ma")
 CAMERA_ONLY = ("PIL", "edge_agent.sources.camera", "edge_agent.model.preprocess")
 SENSOR_ONLY = ("edge_agent.sources.sensor", "edge_agent.sources.sensor.window")
-DETECTION_AND_AUDIO = ("edge_agent.detect.detector", "edge_agent.detect.policy", "edge_agent.audio")
+DETECTION_AND_AUDIO = (
+    "edge_agent.model.detection.detector",
+    "edge_agent.pipeline.detection.policy",
+    "edge_agent.pipeline.audio.listener",
+)
 
 # Builds an agent, runs it over a finite source (the drift monitor learns its
 # reference and checks it), takes a telemetry sample, and reports which of the

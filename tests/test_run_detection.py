@@ -13,7 +13,7 @@ import pytest
 
 from edge_agent.app.agent import Agent
 from edge_agent.config.settings import load_settings
-from edge_agent.detect.decode import DecodeOptions
+from edge_agent.model.detection.decode import DecodeOptions
 from edge_agent.pipeline.detecting import DetectionPipeline
 
 from .broker import Mosquitto

@@ -13,9 +13,9 @@ import pytest
 from edge_agent.app import model_kinds as kinds
 from edge_agent.app import wiring
 from edge_agent.config import settings as cfg
-from edge_agent.detect.layouts import KINDS
-from edge_agent.detect.policy import DetectionPolicy
 from edge_agent.errors import ConfigError
+from edge_agent.model.detection.layouts import KINDS
+from edge_agent.pipeline.detection.policy import DetectionPolicy
 
 from .conftest import FIXTURES
 

@@ -20,12 +20,12 @@ from edge_agent.model.runtime import Model
 from edge_agent.pipeline.policy import ClassificationPolicy
 
 if TYPE_CHECKING:
-    from edge_agent.audio.decisions import ClassifiedAudio, WakeWordDecisions
-    from edge_agent.audio.listener import Listener, ListenerOptions
-    from edge_agent.audio.policy import WakeWordOptions
-    from edge_agent.detect.decode import DecodeOptions
-    from edge_agent.detect.detector import Detector
-    from edge_agent.detect.policy import DetectionPolicy
+    from edge_agent.model.detection.decode import DecodeOptions
+    from edge_agent.model.detection.detector import Detector
+    from edge_agent.pipeline.audio.decisions import ClassifiedAudio, WakeWordDecisions
+    from edge_agent.pipeline.audio.listener import Listener, ListenerOptions
+    from edge_agent.pipeline.audio.policy import WakeWordOptions
+    from edge_agent.pipeline.detection.policy import DetectionPolicy
 
 
 def is_detection(p: cfg.PipelineSettings) -> bool:
@@ -45,8 +45,8 @@ def detector_maker(
     """Wraps each model the pipeline serves in a Detector that decodes as its policy
     says (`DetectionPolicy.decode`); `label_names` are the lines of the labels file
     in use (read, and decrypted if need be, by the caller)."""
-    from edge_agent.detect.detector import Detector  # noqa: PLC0415 - Pillow
-    from edge_agent.detect.labels import DetectionLabels  # noqa: PLC0415
+    from edge_agent.model.detection.detector import Detector  # noqa: PLC0415 - Pillow
+    from edge_agent.model.detection.labels import DetectionLabels  # noqa: PLC0415
 
     names = DetectionLabels(label_names)
     kind = None if p.model_kind == "auto" else p.model_kind
@@ -79,7 +79,7 @@ def check_detector(
 
 def check_classifier(p: cfg.PipelineSettings, model: Model) -> None:
     """A detector under a classification or threshold policy would publish noise."""
-    from edge_agent.detect.layouts import FAMILIES, model_kind  # noqa: PLC0415
+    from edge_agent.model.detection.layouts import FAMILIES, model_kind  # noqa: PLC0415
 
     if p.model_kind != "auto" or is_audio(p):
         return
@@ -92,8 +92,8 @@ def check_classifier(p: cfg.PipelineSettings, model: Model) -> None:
 
 
 def detection_policy(p: cfg.PipelineSettings) -> DetectionPolicy:
-    from edge_agent.detect.policy import DetectionPolicy  # noqa: PLC0415
-    from edge_agent.detect.zones import parse_lines, parse_zones  # noqa: PLC0415
+    from edge_agent.config.zones import parse_lines, parse_zones  # noqa: PLC0415
+    from edge_agent.pipeline.detection.policy import DetectionPolicy  # noqa: PLC0415
 
     pol = p.policy
     assert isinstance(pol, cfg.DetectionPolicySettings)
@@ -131,8 +131,8 @@ def detection_policy(p: cfg.PipelineSettings) -> DetectionPolicy:
 def listener_options(settings: cfg.Settings, p: cfg.PipelineSettings) -> ListenerOptions:
     """The listener's options; a wake word's unset values come from its manifest, so
     a listener rebuilt around an update's bare .tflite keeps them."""
-    from edge_agent.audio.frontend import FrontendOptions  # noqa: PLC0415
-    from edge_agent.audio.listener import ListenerOptions  # noqa: PLC0415
+    from edge_agent.model.audio.frontend import FrontendOptions  # noqa: PLC0415
+    from edge_agent.pipeline.audio.listener import ListenerOptions  # noqa: PLC0415
 
     a = p.audio or cfg.AudioSettings()
     pol = p.policy
@@ -155,8 +155,8 @@ def listener_options(settings: cfg.Settings, p: cfg.PipelineSettings) -> Listene
 
 
 def _wake_options(p: cfg.PipelineSettings, base: ListenerOptions) -> WakeWordOptions:
-    from edge_agent.audio.listener import wake_options  # noqa: PLC0415
-    from edge_agent.audio.models import WakeWordManifest  # noqa: PLC0415
+    from edge_agent.model.audio.streaming import WakeWordManifest  # noqa: PLC0415
+    from edge_agent.pipeline.audio.listener import wake_options  # noqa: PLC0415
 
     pol = p.policy
     assert isinstance(pol, cfg.WakeWordPolicySettings)
@@ -180,7 +180,7 @@ def _wake_options(p: cfg.PipelineSettings, base: ListenerOptions) -> WakeWordOpt
 def listener_for(settings: cfg.Settings, p: cfg.PipelineSettings, model: Path) -> Listener:
     """A listener for `model` (a microWakeWord .json manifest or a .tflite) that fits
     the pipeline's policy and source."""
-    from edge_agent.audio.listener import build_listener  # noqa: PLC0415
+    from edge_agent.pipeline.audio.listener import build_listener  # noqa: PLC0415
 
     options = listener_options(settings, p)
     try:
@@ -208,15 +208,15 @@ def listener_for(settings: cfg.Settings, p: cfg.PipelineSettings, model: Path) -
 
 def wake_policy(p: cfg.PipelineSettings) -> WakeWordDecisions:
     """The wake-word rule (installed into the pipeline's listener) and its decisions."""
-    from edge_agent.audio.decisions import WakeWordDecisions  # noqa: PLC0415
-    from edge_agent.audio.listener import ListenerOptions  # noqa: PLC0415
-    from edge_agent.audio.policy import WakeWordPolicy  # noqa: PLC0415
+    from edge_agent.pipeline.audio.decisions import WakeWordDecisions  # noqa: PLC0415
+    from edge_agent.pipeline.audio.listener import ListenerOptions  # noqa: PLC0415
+    from edge_agent.pipeline.audio.policy import WakeWordPolicy  # noqa: PLC0415
 
     return WakeWordDecisions(WakeWordPolicy(_wake_options(p, ListenerOptions())))
 
 
 def classified_audio(policy: ClassificationPolicy) -> ClassifiedAudio:
-    from edge_agent.audio.decisions import ClassifiedAudio  # noqa: PLC0415
+    from edge_agent.pipeline.audio.decisions import ClassifiedAudio  # noqa: PLC0415
 
     return ClassifiedAudio(policy)
 
@@ -225,7 +225,7 @@ def manifest_model(path: Path) -> Path:
     """The .tflite a microWakeWord manifest names; any other path as it is."""
     if path.suffix.lower() != ".json":
         return path
-    from edge_agent.audio.models import WakeWordManifest  # noqa: PLC0415
+    from edge_agent.model.audio.streaming import WakeWordManifest  # noqa: PLC0415
 
     return WakeWordManifest.read(path).model
 
@@ -245,7 +245,7 @@ def discovery_configs(settings: cfg.Settings, sw_version: str) -> dict[str, byte
     configs: dict[str, bytes] = {}
     detecting = [p for p in settings.pipelines if is_detection(p)]
     if detecting:  # (imports Pillow: only where a detection pipeline needs it anyway)
-        from edge_agent.detect.ha import detection_discovery_configs, detection_spec  # noqa: PLC0415
+        from edge_agent.pipeline.detection.ha import detection_discovery_configs, detection_spec  # noqa: PLC0415
 
         specs = [detection_spec(p.name, detection_policy(p)) for p in detecting]
         try:
@@ -254,7 +254,7 @@ def discovery_configs(settings: cfg.Settings, sw_version: str) -> dict[str, byte
             raise ConfigError(f"homeassistant: {exc}") from exc
     words = [(p.name, _word(p)) for p in settings.pipelines if p.policy.kind == "wakeword"]
     if words:
-        from edge_agent.audio.ha import wakeword_discovery_configs  # noqa: PLC0415
+        from edge_agent.pipeline.audio.ha import wakeword_discovery_configs  # noqa: PLC0415
 
         configs |= wakeword_discovery_configs(words=words, **common)
     return configs
@@ -263,7 +263,7 @@ def discovery_configs(settings: cfg.Settings, sw_version: str) -> dict[str, byte
 def _word(p: cfg.PipelineSettings) -> str:
     """The wake word a pipeline listens for (a manifest that cannot be read: its stem;
     the pipeline itself reports why)."""
-    from edge_agent.audio.listener import ListenerOptions  # noqa: PLC0415
+    from edge_agent.pipeline.audio.listener import ListenerOptions  # noqa: PLC0415
 
     try:
         return _wake_options(p, ListenerOptions()).word

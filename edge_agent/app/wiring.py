@@ -32,7 +32,7 @@ from edge_agent.update.store import ModelStore
 from edge_agent.util.tls import MqttTls, read_secret
 
 if TYPE_CHECKING:
-    from edge_agent.audio.listener import Listener
+    from edge_agent.pipeline.audio.listener import Listener
     from edge_agent.pipeline.listening import ListeningPipeline
     from edge_agent.sources.sensor.window import SlidingWindow
 
@@ -572,7 +572,7 @@ def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
 
 
 def _audio(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.audio.sources import CommandPcmSource, WavFilesSource  # noqa: PLC0415
+    from edge_agent.sources.audio.streams import CommandPcmSource, WavFilesSource  # noqa: PLC0415
 
     if s.pattern is not None:
         return WavFilesSource(

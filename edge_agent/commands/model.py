@@ -71,7 +71,7 @@ def load_model(args: argparse.Namespace, path: str) -> Model:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from edge_agent.detect.layouts import model_kind  # noqa: PLC0415
+    from edge_agent.model.detection.layouts import model_kind  # noqa: PLC0415
 
     model = load_model(args, args.model)
     report = {
@@ -110,8 +110,8 @@ def _inspect_table(report: dict[str, Any]) -> str:
 def cmd_infer(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
 
-    from edge_agent.audio.cli import infer_audio, is_audio_request  # noqa: PLC0415
-    from edge_agent.detect.layouts import FAMILIES, looks_like_detector  # noqa: PLC0415
+    from edge_agent.commands.infer_audio import infer_audio, is_audio_request  # noqa: PLC0415
+    from edge_agent.model.detection.layouts import FAMILIES, looks_like_detector  # noqa: PLC0415
     from edge_agent.model.labels import align_labels, read_labels, top_k  # noqa: PLC0415
 
     if is_audio_request(args.model, args.inputs):
@@ -147,9 +147,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def infer_detections(args: argparse.Namespace, model: Model, kind: str | None) -> int:
     """One JSON line of detections per image; a layout it cannot read is a ModelError."""
-    from edge_agent.detect.decode import DecodeOptions  # noqa: PLC0415
-    from edge_agent.detect.detector import Detector  # noqa: PLC0415
-    from edge_agent.detect.labels import DetectionLabels  # noqa: PLC0415
+    from edge_agent.model.detection.decode import DecodeOptions  # noqa: PLC0415
+    from edge_agent.model.detection.detector import Detector  # noqa: PLC0415
+    from edge_agent.model.detection.labels import DetectionLabels  # noqa: PLC0415
 
     options = DecodeOptions(min_score=args.min_score, iou=args.iou)
     labels = DetectionLabels.read(args.labels)

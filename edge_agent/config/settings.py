@@ -28,7 +28,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from edge_agent.config.kinds import SOURCE_KINDS
 from edge_agent.config.sources import ENV_PREFIX, Origin, loading_sources, reading
-from edge_agent.detect.zones import parse_lines, parse_zones
+from edge_agent.config.zones import parse_lines, parse_zones
 from edge_agent.errors import ConfigError
 
 # An int in 0..2 rather than Literal[0, 1, 2]: an EDGE_AGENT_* variable arrives as a
@@ -405,7 +405,8 @@ class LineSettings(Strict):
 
 
 class DetectionPolicySettings(Strict):
-    """Counts per (zone, label), zone entries/exits and line crossings (detect/policy.py)."""
+    """Counts per (zone, label), zone entries/exits and line crossings
+    (edge_agent/pipeline/detection/policy.py)."""
 
     kind: Literal["detection"]
     labels: list[str] | None = Field(None, min_length=1, description="default: every label")

@@ -32,15 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.detect.decode import DecodeOptions, Decoder
-from edge_agent.detect.labels import DetectionLabels
-from edge_agent.detect.layouts import recognise
-from edge_agent.detect.policy import DetectionPolicy
-from edge_agent.detect.types import Detections
-from edge_agent.detect.zones import make_line, make_zone
+from edge_agent.config.zones import make_line, make_zone
 from edge_agent.devtools.bench import LoopStats, make_frames, measure_ceiling, timed_loop
+from edge_agent.model.detection.decode import DecodeOptions, Decoder
+from edge_agent.model.detection.labels import DetectionLabels
+from edge_agent.model.detection.layouts import recognise
+from edge_agent.model.detection.types import Detections
 from edge_agent.model.preprocess import ImageLayout, Placement, place
 from edge_agent.model.runtime import Model, TensorSpec, default_threads
+from edge_agent.pipeline.detection.policy import DetectionPolicy
 
 FRAME = (1280, 720)  # the camera frame the boxes are mapped onto
 FRAMES = 60  # a short clip: objects move across it
@@ -197,7 +197,7 @@ def model_overhead(
     model: Model, frames: Sequence[bytes], seconds: float, labels: Path | None = None
 ) -> Overhead:
     """A real detector: its outputs on `frames`, against its own invoke()."""
-    from edge_agent.detect.detector import Detector  # noqa: PLC0415
+    from edge_agent.model.detection.detector import Detector  # noqa: PLC0415
 
     detector = Detector(model, labels=DetectionLabels.read(labels))
     prepared = [detector.prepare(frame) for frame in frames]

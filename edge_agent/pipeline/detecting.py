@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.detect.decode import DecodeOptions
-from edge_agent.detect.detector import Detector
 from edge_agent.errors import InputError
+from edge_agent.model.detection.decode import DecodeOptions
+from edge_agent.model.detection.detector import Detector
 from edge_agent.model.preprocess import Placement
 from edge_agent.model.runtime import Model
 from edge_agent.mqtt.payloads import Decision, ModelInfo

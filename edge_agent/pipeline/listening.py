@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from edge_agent.audio.decisions import WakeWordDecisions
-from edge_agent.audio.listener import Heard, Listener
 from edge_agent.errors import InputError, ModelError
 from edge_agent.model.runtime import Model
 from edge_agent.mqtt.payloads import Decision, ModelInfo
+from edge_agent.pipeline.audio.decisions import WakeWordDecisions
+from edge_agent.pipeline.audio.listener import Heard, Listener
 from edge_agent.pipeline.policy import Policy
 from edge_agent.pipeline.runner import Pipeline, limited
 from edge_agent.sources.base import Audio, Item

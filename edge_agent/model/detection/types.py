@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.detect.geometry import to_frame
-from edge_agent.detect.labels import DetectionLabels
+from edge_agent.model.detection.geometry import to_frame
+from edge_agent.model.detection.labels import DetectionLabels
 from edge_agent.model.preprocess import Placement
 
 

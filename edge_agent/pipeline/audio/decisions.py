@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.audio.listener import Heard
-from edge_agent.audio.policy import WakeWordPolicy
 from edge_agent.mqtt.payloads import Decision
+from edge_agent.pipeline.audio.listener import Heard
+from edge_agent.pipeline.audio.policy import WakeWordPolicy
 from edge_agent.pipeline.policy import ClassificationPolicy
 
 DETECTED = "detected"

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.audio.frontend import WINDOW_MS, Frontend, FrontendOptions, make_frontend
-from edge_agent.audio.models import (
+from edge_agent.errors import ConfigError, InputError, ModelError
+from edge_agent.model.audio.frontend import WINDOW_MS, Frontend, FrontendOptions, make_frontend
+from edge_agent.model.audio.streaming import (
     ModelKind,
     StreamingRunner,
     WakeWordManifest,
@@ -24,9 +25,8 @@ from edge_agent.audio.models import (
     model_kind,
     read_model_bytes,
 )
-from edge_agent.audio.policy import WakeEvent, WakeWordOptions, WakeWordPolicy
-from edge_agent.errors import ConfigError, InputError, ModelError
 from edge_agent.model.runtime import Model, RuntimeName
+from edge_agent.pipeline.audio.policy import WakeEvent, WakeWordOptions, WakeWordPolicy
 from edge_agent.sources.base import Audio
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from edge_agent.detect.decode import DecodeOptions, Decoder
-from edge_agent.detect.geometry import default_resize
-from edge_agent.detect.labels import DetectionLabels
-from edge_agent.detect.layouts import DetectionLayout, recognise
-from edge_agent.detect.types import Detections
 from edge_agent.errors import ModelError
+from edge_agent.model.detection.decode import DecodeOptions, Decoder
+from edge_agent.model.detection.geometry import default_resize
+from edge_agent.model.detection.labels import DetectionLabels
+from edge_agent.model.detection.layouts import DetectionLayout, recognise
+from edge_agent.model.detection.types import Detections
 from edge_agent.model.preprocess import (
     DEFAULT_MAX_PIXELS,
     YOLO_FILL,

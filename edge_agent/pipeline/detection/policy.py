@@ -30,10 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.detect.counting import CountLevel, check_count, check_seconds
-from edge_agent.detect.decode import DecodeOptions
-from edge_agent.detect.filters import DetectionFilter
-from edge_agent.detect.payload import (
+from edge_agent.config.zones import Line, Zone, whole_frame
+from edge_agent.errors import ConfigError
+from edge_agent.model.detection.decode import DecodeOptions
+from edge_agent.model.detection.types import Detections
+from edge_agent.pipeline.detection.counting import CountLevel, check_count, check_seconds
+from edge_agent.pipeline.detection.filters import DetectionFilter
+from edge_agent.pipeline.detection.payload import (
     TRACK,
     DetectionDecision,
     Key,
@@ -44,10 +47,7 @@ from edge_agent.detect.payload import (
     summary,
     zone_item,
 )
-from edge_agent.detect.tracking import Tracker, TrackerOptions, TrackReport
-from edge_agent.detect.types import Detections
-from edge_agent.detect.zones import Line, Zone, whole_frame
-from edge_agent.errors import ConfigError
+from edge_agent.pipeline.detection.tracking import Tracker, TrackerOptions, TrackReport
 from edge_agent.pipeline.policy import CHANGE, HEARTBEAT
 
 _MAX_PENDING = 50

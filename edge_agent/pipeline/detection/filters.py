@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.detect.types import Detections
+from edge_agent.model.detection.types import Detections
 
 _Mask = npt.NDArray[np.bool_]
 

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.detect.policy import DetectionPolicy
 from edge_agent.mqtt.homeassistant import DEFAULT_DISCOVERY_PREFIX, device_fields, node_id
 from edge_agent.mqtt.payloads import Topics, encode
+from edge_agent.pipeline.detection.policy import DetectionPolicy
 
 
 @dataclass(frozen=True)

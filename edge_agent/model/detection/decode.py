@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.detect.geometry import center_to_corners, to_normalized
-from edge_agent.detect.layouts import DetectionLayout, SsdRoles
-from edge_agent.detect.nms import nms
-from edge_agent.detect.types import Detections
 from edge_agent.errors import ConfigError
+from edge_agent.model.detection.geometry import center_to_corners, to_normalized
+from edge_agent.model.detection.layouts import DetectionLayout, SsdRoles
+from edge_agent.model.detection.nms import nms
+from edge_agent.model.detection.types import Detections
 
 
 @dataclass(frozen=True)
