@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/audio.py [--seconds N] [--json] [--strict]
 
-The microWakeWord "okay nabu" model (../shared/fixtures/audio, or EDGE_AGENT_FIXTURES)
+The microWakeWord "okay nabu" model (tests/fixtures/audio, or EDGE_AGENT_FIXTURES)
 on its own recordings, looped until N seconds of audio, in 100 ms chunks as a
 CommandPcmSource delivers them. Measured with time.process_time on one thread:
 
@@ -28,15 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.audio.frontend import MicroFrontend
-from edge_agent.audio.listener import ListenerOptions, build_listener
-from edge_agent.audio.wav import read_wav
+from edge_agent.model.audio.frontend import MicroFrontend
+from edge_agent.pipeline.audio.listener import ListenerOptions, build_listener
+from edge_agent.sources.audio.wav import read_wav
 from edge_agent.sources.base import Audio
 
 TARGET = 0.05
 CHUNK = 1600  # 100 ms
 FIXTURES = Path(
-    os.environ.get("EDGE_AGENT_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures")
+    os.environ.get("EDGE_AGENT_FIXTURES", Path(__file__).resolve().parents[1] / "tests/fixtures")
 )
 
 

@@ -24,6 +24,12 @@ or synthetic scenes when the fixtures are absent, it measures in one run:
                  first decision log line); import time of the CLI and the run path
   6 bandwidth    a 10-minute 10 fps scene (6000 demo frames, 4 changes) at full
                  speed: bytes read by the source vs bytes on MQTT
+  7 detection    decode + NMS + policy + tracking per frame against invoke()
+                 (edge_agent/devtools/bench_detect.py): synthetic YOLOv8n heads at
+                 320 and 640 (no YOLOv8n model here: its invoke() is estimated),
+                 a 10-box SSD, the SSD fixture and the bundled shapes detector
+  8 audio        the wake-word pipeline's CPU per second of audio, and its ratio to
+                 invoke() alone (benchmarks/audio.py)
 
 then a PASS/MISS line per target. Exits 0 unless --strict and a target is missed.
 The machine is shared: the load average is printed at the start and the end.
@@ -49,6 +55,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import audio as audio_bench  # benchmarks/audio.py
 import numpy as np
 import paho.mqtt.client as mqtt
 import PIL
@@ -56,7 +63,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from PIL import Image
 
 from edge_agent.app import wiring
-from edge_agent.commands.bench import (
+from edge_agent.config.settings import load_settings
+from edge_agent.devtools.bench import (
     LoopStats,
     PipelineRun,
     camera_config,
@@ -69,7 +77,14 @@ from edge_agent.commands.bench import (
     planned_threads,
     timed_loop,
 )
-from edge_agent.config.settings import load_settings
+from edge_agent.devtools.bench_detect import (
+    Overhead,
+    model_overhead,
+    print_overheads,
+    run_detection,
+    targets_met,
+)
+from edge_agent.errors import ConfigError
 from edge_agent.model.runtime import BACKEND_MODULES, Model, default_threads, resolve_backend
 from edge_agent.model.sizing import ThreadPlan
 from edge_agent.mqtt.outbox import Outbox
@@ -84,6 +99,9 @@ MOBILENET = MODELS / "bench" / "mobilenet_v2_224_int8.tflite"
 VIBRATION = MODELS / "vibration_int8.tflite"
 SHAPES = MODELS / "shapes_int8.tflite"
 PHOTOS = ROOT / "tests" / "fixtures" / "images"
+SSD = ROOT / "tests" / "fixtures" / "models" / "ssd_mobilenet_v1_coco_quant.tflite"
+SSD_LABELS = SSD.with_name("ssd_mobilenet_v1_coco_labelmap.txt")
+AUDIO_SECONDS = 120.0  # of audio, looped recordings
 HOST = "127.0.0.1"
 SIZE, HOP, CHANNELS = 64, 32, 3  # the sensor window, as in the demo
 MEAN, STD = [0.0, 0.0, 1.0], [0.5, 0.5, 0.5]
@@ -560,6 +578,25 @@ class Results:
 
     startup: Startup
     bandwidth: Bandwidth
+    detection: list[Overhead]
+    audio: dict[str, float] | None  # None: pymicro-features is not installed
+
+
+def detection(seconds: float) -> list[Overhead]:
+    """The synthetic heads and the bundled detector, then the SSD fixture on pets.jpg."""
+    found = run_detection(None, None, seconds / 2)
+    if SSD.is_file():
+        frames = [(PHOTOS / "pets.jpg").read_bytes()]
+        model = Model.load(SSD, num_threads=default_threads())
+        found.append(model_overhead(model, frames, seconds / 2, SSD_LABELS))
+    return found
+
+
+def audio(seconds: float) -> dict[str, float] | None:
+    try:
+        return audio_bench.measure(seconds, "auto")
+    except ConfigError:  # the audio extra (pymicro-features) is not installed
+        return None
 
 
 def make_test_frames(folder: Path) -> tuple[list[Path], str]:
@@ -645,8 +682,10 @@ def run(seconds: float, work: Path) -> Results:
         sensor, costs = sensor_pipeline(work, port, seconds)
         start = startup(work, str(work / "frames" / "*.jpg"), port)
         scene = bandwidth(work, port)
+    found = detection(seconds)
+    heard = audio(AUDIO_SECONDS)
     info["load_after"] = os.getloadavg()
-    return Results(info, seconds, cam, sensor, costs, start, scene)
+    return Results(info, seconds, cam, sensor, costs, start, scene, found, heard)
 
 
 # -- targets and report ------------------------------------------------------------------------
@@ -682,7 +721,28 @@ def targets(r: Results) -> list[Target]:
         Target("peak RSS <= 90 MB, MobileNetV2 loaded", c.pipeline.peak_rss_mb, 90, False, " MB"),
         Target("start-up to first decision <= 1.5 s", r.startup.first_event_s, 1.5, False, " s"),
         Target("bytes out / bytes in <= 1e-4", r.bandwidth.ratio, 1e-4, False, ""),
+        *detection_targets(r),
+        *audio_targets(r),
     ]
+
+
+def detection_targets(r: Results) -> list[Target]:
+    checks = []
+    for what, value, _passed in targets_met(r.detection):
+        if "ms per frame" in what:
+            checks.append(
+                Target(what.split(":")[0] + ": <= 1 ms per frame", value, 1.0, False, " ms")
+            )
+        else:
+            checks.append(Target(what.split(":")[0] + ": <= 10% of invoke", value, 0.1, False))
+    return checks
+
+
+def audio_targets(r: Results) -> list[Target]:
+    if r.audio is None:
+        return []
+    cpu = r.audio["pipeline_cpu_per_s"]
+    return [Target("wake word: <= 0.05 s CPU per s of audio", cpu, audio_bench.TARGET, False, " s")]
 
 
 def _row(name: str, fps: float, c: Camera, rest: str = "") -> None:
@@ -776,6 +836,17 @@ def print_bandwidth(b: Bandwidth) -> None:
     print(f"  bytes out by topic: {kinds}")
 
 
+def print_audio(heard: dict[str, float] | None) -> None:
+    print("\n8 audio, the okay nabu wake-word model on its recordings, looped")
+    if heard is None:
+        print("  (pymicro-features is not installed: pip install '.[audio]')")
+        return
+    print(f"  {heard['audio_s']} s of audio, {heard['invokes']} invokes, {heard['events']} events")
+    for key in ("pipeline", "frontend", "invoke"):
+        print(f"  {key:9} {heard[f'{key}_cpu_per_s'] * 1000:8.2f} ms CPU per s of audio")
+    print(f"  pipeline / invoke alone: {heard['ratio_to_invoke']:.2f}x")
+
+
 def print_report(r: Results) -> list[Target]:
     m = r.machine
     print(f"{m['cores']} cores ({m['cpu']}), {m['system']}, python {m['python']}, {m['runtime']}")
@@ -784,6 +855,9 @@ def print_report(r: Results) -> list[Target]:
     print_sensor(r)
     print_startup(r.startup)
     print_bandwidth(r.bandwidth)
+    print("\n7 detection")
+    print_overheads(r.detection)
+    print_audio(r.audio)
     checks = targets(r)
     print("\ntargets")
     for t in checks:

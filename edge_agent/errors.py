@@ -6,6 +6,14 @@ called the third party; everything above that boundary sees only these.
 
 from __future__ import annotations
 
+# Exit codes of the `edge-agent` command, one place for all of them.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_MODEL = 3
+EXIT_INPUT = 4
+EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h; the systemd unit does not restart on it
+EXIT_INTERRUPTED = 130
+
 
 class EdgeAgentError(Exception):
     """Base of every error edge-agent raises on purpose."""
@@ -78,7 +86,12 @@ class ExpiredError(UpdateError):
 
 
 class FetchError(UpdateError):
-    """The update server could not be reached or answered with an error."""
+    """The update server could not be reached or answered with an error. `status`:
+    the HTTP status when the server answered with one (404: no such file)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SelfTestError(UpdateError):
@@ -106,3 +119,16 @@ class TamperedError(DecryptError):
 
 class TruncatedError(DecryptError):
     """An encrypted file shorter than its header says."""
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit code for an error that ends a command."""
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if isinstance(exc, ModelError):
+        return EXIT_MODEL
+    if isinstance(exc, InputError):
+        return EXIT_INPUT
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    return EXIT_FAILURE

@@ -29,14 +29,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
-from detect_check import (
-    DEMO_DIR,
-    LABELS_FILE,
-    Detection,
-    demo_frames,
-    evaluate,
-    print_table,
-)
 from PIL import Image
 from tensorflow.lite.python.util import modify_model_io_type
 
@@ -50,6 +42,14 @@ from build import (
     shape_mask,
     write_bytes,
     write_lines,
+)
+from detect_check import (
+    DEMO_DIR,
+    LABELS_FILE,
+    Detection,
+    demo_frames,
+    evaluate,
+    print_table,
 )
 
 DET_SEED = 20240602

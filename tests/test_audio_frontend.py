@@ -7,11 +7,16 @@ import numpy as np
 import pymicro_features
 import pytest
 
-from edge_agent.audio.frontend import FrontendOptions, LogMelFrontend, MicroFrontend, make_frontend
-from edge_agent.audio.wav import read_wav
 from edge_agent.errors import ConfigError
+from edge_agent.model.audio.frontend import (
+    FrontendOptions,
+    LogMelFrontend,
+    MicroFrontend,
+    make_frontend,
+)
 from edge_agent.model.quant import quantize
 from edge_agent.model.runtime import Model
+from edge_agent.sources.audio.wav import read_wav
 
 from .conftest import FIXTURES
 

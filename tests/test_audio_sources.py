@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.audio.listener import ListenerOptions, build_listener
-from edge_agent.audio.sources import CommandPcmSource, WavFilesSource
 from edge_agent.errors import ConfigError
+from edge_agent.pipeline.audio.listener import ListenerOptions, build_listener
+from edge_agent.sources.audio.streams import CommandPcmSource, WavFilesSource
 from edge_agent.sources.base import Audio, SourceExhausted
 
 from .conftest import FIXTURES

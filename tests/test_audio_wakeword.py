@@ -20,11 +20,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.audio.cli import run_file
-from edge_agent.audio.listener import Listener, ListenerOptions, build_listener
-from edge_agent.audio.models import StreamingRunner, WakeWordManifest, WindowRunner, is_stateful
-from edge_agent.audio.policy import WakeWordOptions, WakeWordPolicy
+from edge_agent.commands.infer_audio import run_file
 from edge_agent.errors import InputError, ModelError
+from edge_agent.model.audio.streaming import (
+    StreamingRunner,
+    WakeWordManifest,
+    WindowRunner,
+    is_stateful,
+)
+from edge_agent.pipeline.audio.listener import Listener, ListenerOptions, build_listener
+from edge_agent.pipeline.audio.policy import WakeWordOptions, WakeWordPolicy
 from edge_agent.sources.base import Audio
 
 from .conftest import FIXTURES, HELLO_WORLD

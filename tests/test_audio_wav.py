@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.audio.wav import read_wav, resample
 from edge_agent.errors import InputError
+from edge_agent.sources.audio.wav import read_wav, resample
 
 from .conftest import FIXTURES
 

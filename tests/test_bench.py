@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edge_agent.commands.bench import LoopStats, cpu_bound_limit, make_frames
+from edge_agent.devtools.bench import LoopStats, cpu_bound_limit, make_frames
 
 pytestmark = pytest.mark.integration
 
 
 def bench(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edge_agent.commands.bench", *args],
+        [sys.executable, "-m", "edge_agent", "bench", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from edge_agent.detect.decode import DecodeOptions, Decoder, Detections
-from edge_agent.detect.layouts import DetectionLayout, recognise
 from edge_agent.errors import ConfigError
+from edge_agent.model.detection.decode import DecodeOptions, Decoder
+from edge_agent.model.detection.layouts import DetectionLayout, recognise
+from edge_agent.model.detection.types import Detections
 from edge_agent.model.preprocess import Placement
 
 from .detect_fakes import image_input, spec, ssd_tf1, ssd_tf2

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_agent.detect.detector import pixel_table
-from edge_agent.detect.geometry import default_resize, to_frame, to_normalized
+from edge_agent.model.detection.detector import pixel_table
+from edge_agent.model.detection.geometry import default_resize, to_frame, to_normalized
 from edge_agent.model.preprocess import YOLO_FILL, ImageLayout, Placement, fit, place
 from edge_agent.model.runtime import TensorSpec
 

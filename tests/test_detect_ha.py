@@ -4,9 +4,13 @@ import json
 
 import pytest
 
-from edge_agent.detect.ha import DetectionSpec, detection_discovery_configs, detection_spec
-from edge_agent.detect.policy import DetectionPolicy
-from edge_agent.detect.zones import make_line, make_zone
+from edge_agent.config.zones import make_line, make_zone
+from edge_agent.pipeline.detection.ha import (
+    DetectionSpec,
+    detection_discovery_configs,
+    detection_spec,
+)
+from edge_agent.pipeline.detection.policy import DetectionPolicy
 
 DRIVE = make_zone("drive", [[0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [0.0, 1.0]])
 GATE = make_line("gate", [[0.0, 0.6], [1.0, 0.6]], directions=["in", "out"])

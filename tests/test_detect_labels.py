@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from edge_agent.detect.labels import DetectionLabels
+from edge_agent.model.detection.labels import DetectionLabels
 
 from .conftest import FIXTURE_MODELS
 

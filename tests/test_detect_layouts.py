@@ -2,8 +2,8 @@
 
 import pytest
 
-from edge_agent.detect.layouts import anchors, looks_like_detector, model_kind, recognise
 from edge_agent.errors import ModelError
+from edge_agent.model.detection.layouts import anchors, looks_like_detector, model_kind, recognise
 
 from .detect_fakes import image_input, spec, ssd_tf1, ssd_tf2
 

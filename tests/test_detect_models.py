@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_agent.detect.detector import Detector
-from edge_agent.detect.layouts import model_kind
+from edge_agent.model.detection.detector import Detector
+from edge_agent.model.detection.layouts import model_kind
 from edge_agent.model.runtime import Model, RuntimeName
 
 from .conftest import DEMO_MODELS

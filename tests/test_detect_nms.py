@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from edge_agent.detect.nms import iou, nms
+from edge_agent.model.detection import nms as nms_module
+from edge_agent.model.detection.nms import iou, nms, pairwise_iou
 
 # Same class: B overlaps A by 90/110, C overlaps A by 50/150 and B by 60/140.
 # D is A's twin in another class.
@@ -45,3 +46,31 @@ def test_a_suppressed_box_does_not_suppress_others() -> None:
 def test_nms_of_nothing() -> None:
     got = nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=int), 0.45, 10)
     assert got.tolist() == []
+
+
+def test_pairwise_iou_agrees_with_one_box_at_a_time() -> None:
+    rng = np.random.default_rng(1)
+    corner = rng.uniform(0, 1, size=(30, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(0, 0.3, size=(30, 2))], axis=1)
+    boxes[3] = [0.5, 0.5, 0.5, 0.9]  # no area
+    matrix = pairwise_iou(boxes)
+    for i, box in enumerate(boxes):
+        assert matrix[i] == pytest.approx(iou(box, boxes))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_both_suppression_paths_keep_the_same_boxes(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Few candidates take the all-pairs matrix, many the pass per kept box."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(0.1, 0.9, size=(300, 2))
+    size = rng.uniform(0.02, 0.2, size=(300, 2))
+    boxes = np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+    scores = rng.uniform(0, 1, size=300)
+    classes = rng.integers(0, 4, size=300)
+    by_matrix = nms(boxes, scores, classes, 0.45, 50)
+    monkeypatch.setattr(nms_module, "MATRIX_MAX", 10)
+    by_pass = nms(boxes, scores, classes, 0.45, 50)
+    assert by_matrix.tolist() == by_pass.tolist()
+    assert 10 < len(by_matrix) <= 50

@@ -7,12 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_agent.detect.counting import CountLevel
-from edge_agent.detect.payload import TRACK, DetectionDecision
-from edge_agent.detect.policy import DetectionPolicy
-from edge_agent.detect.types import Detections
-from edge_agent.detect.zones import make_line, make_zone
+from edge_agent.config.zones import make_line, make_zone
+from edge_agent.model.detection.labels import DetectionLabels
+from edge_agent.model.detection.types import Detections
 from edge_agent.mqtt.payloads import Decision, ModelInfo, encode, event_payload
+from edge_agent.pipeline.detection.counting import CountLevel
+from edge_agent.pipeline.detection.payload import TRACK, DetectionDecision
+from edge_agent.pipeline.detection.policy import DetectionPolicy
 
 Obj = tuple[str, float, float, float]  # label, x, y (bottom-centre), score
 
@@ -387,7 +388,7 @@ def test_boxes_out_of_the_frame_are_clipped_and_degenerate_ones_dropped() -> Non
         ([[0, 0, 1, 1]], [0.5, 0.6], [0, 1], ("a", "b"), r"boxes must have shape \[2, 4\]"),
         ([[0, 0, 1]], [0.5], [0], ("a",), r"boxes must have shape \[1, 4\]"),
         ([[0, 0, 1, 1]], [0.5], [0.5], ("a",), "classes must be 1 integers"),
-        ([[0, 0, 1, 1]], [0.5], [0], (), "labels must name each of the 1"),
+        ([[0, 0, 1, 1]], [0.5], [0], ("a", "b"), "labels must name each of the 1"),
         ([[0, 0, float("inf"), 1]], [0.5], [0], ("a",), "NaN or infinity"),
     ],
 )
@@ -411,3 +412,19 @@ def test_detections_convert_dtypes_and_select() -> None:
     assert picked.labels == ("cat",)
     assert picked.classes.tolist() == [7]
     assert len(Detections.empty()) == 0
+
+
+def test_detections_default_to_class_ids_and_take_names() -> None:
+    d = Detections(
+        np.array([[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]]), np.array([0.9, 0.4]), np.array([17, 2])
+    )
+    assert d.labels == ("17", "2")
+    named = d.named(DetectionLabels(["???", "person", "bicycle", "car"]))
+    # "???" first: id k is line k + 1; an id past the end stays a number
+    assert named.labels == ("17", "car")
+    assert named.records(2)[1] == {
+        "label": "car",
+        "class": 2,
+        "score": 0.4,
+        "box": [0.5] * 2 + [1.0] * 2,
+    }

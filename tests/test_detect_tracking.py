@@ -5,7 +5,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from edge_agent.detect.tracking import (
+from edge_agent.config.zones import make_line, make_zone
+from edge_agent.model.detection.types import Detections
+from edge_agent.pipeline.detection.tracking import (
     Tracker,
     TrackerOptions,
     TrackReport,
@@ -13,8 +15,6 @@ from edge_agent.detect.tracking import (
     greedy_pairs,
     iou_matrix,
 )
-from edge_agent.detect.types import Detections
-from edge_agent.detect.zones import make_line, make_zone
 
 Box = Sequence[float]
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edge_agent.detect.zones import (
+from edge_agent.config.zones import (
     FRAME,
     make_line,
     make_zone,

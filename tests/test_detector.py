@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from edge_agent.detect.decode import DecodeOptions, Detections
-from edge_agent.detect.detector import Detector
-from edge_agent.detect.labels import DetectionLabels
 from edge_agent.errors import InputError, ModelError
+from edge_agent.model.detection.decode import DecodeOptions
+from edge_agent.model.detection.detector import Detector
+from edge_agent.model.detection.labels import DetectionLabels
+from edge_agent.model.detection.types import Detections
 from edge_agent.model.runtime import Model
 
 from .conftest import FIXTURE_IMAGES, FIXTURE_MODELS, MOBILENET

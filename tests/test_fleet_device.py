@@ -5,11 +5,11 @@ restart without persistence gets back, and the fleet nudge's jitter."""
 from __future__ import annotations
 
 import re
-from functools import partial
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 

@@ -22,6 +22,11 @@ pytestmark = pytest.mark.integration
 WATCHED = ("cryptography", "http.server", "numpy.ma")
 CAMERA_ONLY = ("PIL", "edge_agent.sources.camera", "edge_agent.model.preprocess")
 SENSOR_ONLY = ("edge_agent.sources.sensor", "edge_agent.sources.sensor.window")
+DETECTION_AND_AUDIO = (
+    "edge_agent.model.detection.detector",
+    "edge_agent.pipeline.detection.policy",
+    "edge_agent.pipeline.audio.listener",
+)
 
 # Builds an agent, runs it over a finite source (the drift monitor learns its
 # reference and checks it), takes a telemetry sample, and reports which of the
@@ -98,19 +103,20 @@ def run_child(
 def test_the_run_path_leaves_out_what_the_configuration_does_not_use(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
-    result = run_child(config(broker, tmp_path))
+    result = run_child(config(broker, tmp_path), WATCHED + SENSOR_ONLY + DETECTION_AND_AUDIO)
     assert result["drift"] != "learning"  # the reference was learned and checked
     assert result["latency"] == ["p50", "p95", "p99"]
     # cryptography: update signatures, with no [update] section; http.server: the
     # Prometheus endpoint, off by default; numpy.ma: numpy's quantiles and unique,
     # which drift and telemetry do without.
-    # The sensor sources and their windowing: a camera-only device needs neither.
+    # The sensor sources and their windowing: a camera-only device needs neither;
+    # a classifier needs no detector, no detection policy, no audio.
     assert result["built"] == []
     assert result["ran"] == []
 
 
 def test_a_sensor_device_loads_no_camera_code(broker: Mosquitto, tmp_path: Path) -> None:
-    result = run_child(sensor_config(broker, tmp_path), WATCHED + CAMERA_ONLY)
+    result = run_child(sensor_config(broker, tmp_path), WATCHED + CAMERA_ONLY + DETECTION_AND_AUDIO)
     assert result["drift"] != "learning"
     assert result["ran"] == []  # Pillow alone is 2+ MB resident
 

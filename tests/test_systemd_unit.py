@@ -23,13 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.cli import EXIT_CONFIG
+from edge_agent.errors import EXIT_CONFIG
 
 pytestmark = pytest.mark.integration
 
 PROJECT = Path(__file__).resolve().parents[1]
 UNIT = PROJECT / "systemd" / "edge-agent.service"
 DROP_IN = PROJECT / "systemd" / "camera-serial.conf.example"
+AUDIO_DROP_IN = PROJECT / "systemd" / "audio.conf.example"
+DROP_INS = pytest.mark.parametrize("drop_in", [DROP_IN, AUDIO_DROP_IN], ids=["camera", "audio"])
 SHIPPED_EXEC = "ExecStart=/opt/edge-agent/bin/edge-agent "
 MAX_EXPOSURE = 2.0
 OFFLINE_SINCE = 250  # `systemd-analyze security --offline=` first appeared in systemd 250
@@ -112,8 +114,11 @@ def test_verify_would_report_a_bad_key(analyze: str, tmp_path: Path) -> None:
     assert any("5x" in line for line in problems), problems
 
 
-def test_the_unit_with_the_device_drop_in_verifies_clean(analyze: str, tmp_path: Path) -> None:
-    assert verify(analyze, stage(tmp_path, drop_in=DROP_IN)) == []
+@DROP_INS
+def test_the_unit_with_the_device_drop_in_verifies_clean(
+    analyze: str, tmp_path: Path, drop_in: Path
+) -> None:
+    assert verify(analyze, stage(tmp_path, drop_in=drop_in)) == []
 
 
 def test_exposure_level(analyze: str, tmp_path: Path) -> None:
@@ -122,8 +127,9 @@ def test_exposure_level(analyze: str, tmp_path: Path) -> None:
     print(f"exposure: {level}")
 
 
-def test_exposure_level_with_devices_enabled(analyze: str, tmp_path: Path) -> None:
-    assert exposure(analyze, stage(tmp_path, drop_in=DROP_IN)) <= MAX_EXPOSURE
+@DROP_INS
+def test_exposure_level_with_devices_enabled(analyze: str, tmp_path: Path, drop_in: Path) -> None:
+    assert exposure(analyze, stage(tmp_path, drop_in=drop_in)) <= MAX_EXPOSURE
 
 
 def settings(text: str) -> dict[str, dict[str, list[str]]]:
@@ -163,8 +169,15 @@ def test_the_unit_keeps_its_contract_with_the_agent() -> None:
     assert "ProcSubset" not in service  # would hide /proc/cpuinfo from XNNPACK on ARM
 
 
-def test_the_drop_in_only_touches_devices() -> None:
-    drop_in = settings(DROP_IN.read_text(encoding="utf-8"))
-    assert set(drop_in) == {"Service"}
-    assert set(drop_in["Service"]) == {"PrivateDevices", "DeviceAllow", "SupplementaryGroups"}
-    assert drop_in["Service"]["PrivateDevices"] == ["no"]
+@DROP_INS
+def test_the_drop_in_only_touches_devices(drop_in: Path) -> None:
+    found = settings(drop_in.read_text(encoding="utf-8"))
+    assert set(found) == {"Service"}
+    assert set(found["Service"]) == {"PrivateDevices", "DeviceAllow", "SupplementaryGroups"}
+    assert found["Service"]["PrivateDevices"] == ["no"]
+
+
+def test_the_audio_drop_in_opens_the_sound_cards_only() -> None:
+    service = settings(AUDIO_DROP_IN.read_text(encoding="utf-8"))["Service"]
+    assert service["DeviceAllow"] == ["char-alsa rw"]
+    assert service["SupplementaryGroups"] == ["audio"]

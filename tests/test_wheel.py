@@ -65,3 +65,4 @@ def test_the_wheel_carries_the_demo_and_runs_it(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "decisions arriving over MQTT" in done.stdout
     assert "events received by the subscriber" in done.stdout
+    assert "edge/demo/voice/event" in done.stdout  # models/audio travelled in the wheel

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.app import telemetry, wiring
+from edge_agent.app import model_kinds, telemetry, wiring
 from edge_agent.app.fleet_wiring import FleetPresence
 from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
 from edge_agent.app.statelock import StateDirLock
@@ -27,6 +27,7 @@ from edge_agent.pipeline.runner import Pipeline
 
 if TYPE_CHECKING:
     from edge_agent.update.manager import UpdateManager
+    from edge_agent.update.ring import DeviceKeyring
     from edge_agent.update.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ def ha_entity(p: cfg.PipelineSettings) -> ha.EntitySpec:
     pol = p.policy
     if isinstance(pol, cfg.ThresholdPolicySettings):
         return ha.threshold_spec(p.name, on_state=pol.on_state, off_state=pol.off_state)
+    if not isinstance(pol, cfg.ClassificationPolicySettings):  # detection, wake word
+        return ha.EntitySpec(p.name)  # the decision string; kinds.py adds the rest
     return ha.classification_spec(p.name, states=pol.states, default_state=pol.default_state)
 
 
@@ -92,6 +95,7 @@ class Agent:
         )
         self.publisher.on_ack(self.dispatcher.on_ack)
         self.store = self._build_store()
+        self.keys = self._build_keys()
         self.pipelines = self._build_pipelines()
         self.fleet = FleetPresence(settings, self.publisher, self.pipelines, self.store)
         self.updater = self._build_updater()
@@ -112,6 +116,14 @@ class Agent:
 
         return update_wiring.build_store(self.settings)
 
+    def _build_keys(self) -> DeviceKeyring | None:
+        """The device key and cached group keys, if encrypted models may be met."""
+        if not wiring.needs_device_key(self.settings):
+            return None
+        from edge_agent.app import update_wiring  # noqa: PLC0415
+
+        return update_wiring.build_keyring(self.settings, self.store)
+
     def _build_updater(self) -> UpdateManager | None:
         if self.store is None:
             return None
@@ -124,7 +136,9 @@ class Agent:
             self.publisher.publish(topics.update, payload, qos=1, retain=True)
             self.fleet.update_reported(payload, status["state"])  # info, and again on connect
 
-        updater = update_wiring.build_manager(self.settings, self.store, self.pipelines, publish)
+        updater = update_wiring.build_manager(
+            self.settings, self.store, self.pipelines, publish, self.keys
+        )
         self.publisher.on_command(topics.command("update"), lambda _payload: updater.check_now())
         self.fleet.listen_for_nudges(updater.check_now)
         return updater
@@ -144,6 +158,7 @@ class Agent:
                 sw_version=__version__,
                 latency=self.settings.telemetry.interval > 0,
             )
+            configs.update(model_kinds.discovery_configs(self.settings, __version__))
         discovery = ha.Discovery(
             sink=self.publisher,
             configs=configs,
@@ -168,6 +183,7 @@ class Agent:
                         submit=self.writer.submit,
                         store=self.store,
                         on_progress=functools.partial(self.heartbeats.beat, p.name),
+                        keys=self.keys,
                     )
                 )
             except ModelError as exc:
@@ -318,7 +334,7 @@ class Agent:
         pipeline = next((x for x in self.pipelines if x.name == p.name), None)
         if pipeline is None:  # its model did not load at start
             return None
-        return pipeline, wiring.rebuild_policy(p, pipeline, self.store)
+        return pipeline, wiring.rebuild_policy(p, pipeline, self.store, self.keys)
 
     def _run_pipeline(self, pipeline: Pipeline, stop: threading.Event) -> None:
         try:

@@ -1,7 +1,8 @@
 """`config check`: everything `run` checks before it starts, without starting anything.
 
 The settings' own validation covers types and ranges; this adds what needs the
-files the settings name: the state directory, each pipeline's model and labels,
+files the settings name: the state directory, the device key (when encrypted models
+may be met), each pipeline's model and labels (decrypted in memory if encrypted),
 the broker's password file and TLS files, the update keys. Nothing is created,
 connected or started.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from edge_agent.app import wiring
 from edge_agent.config import settings as cfg
 from edge_agent.errors import EdgeAgentError
+from edge_agent.update.protocols import Opener
 from edge_agent.util.tls import mqtt_tls_context
 
 
@@ -23,8 +25,16 @@ def problems(settings: cfg.Settings) -> list[str]:
     state = _state_dir_problem(settings.state_dir)
     if state:
         found.append(f"state_dir: {state}")
+    keys = None
+    if wiring.needs_device_key(settings):
+        from edge_agent.app.update_wiring import build_keyring  # noqa: PLC0415 - cryptography
+
+        try:
+            keys = build_keyring(settings, None)
+        except EdgeAgentError as exc:
+            found.append(str(exc))
     for p in settings.pipelines:
-        found.extend(_pipeline_problems(settings, p))
+        found.extend(_pipeline_problems(settings, p, keys))
     try:
         options = wiring.mqtt_options(settings)  # reads password_file
         if options.tls is not None:
@@ -51,14 +61,11 @@ def _state_dir_problem(path: Path) -> str | None:
     return None
 
 
-def _pipeline_problems(settings: cfg.Settings, p: cfg.PipelineSettings) -> list[str]:
-    where = f"pipelines.{p.name}"
+def _pipeline_problems(
+    settings: cfg.Settings, p: cfg.PipelineSettings, keys: Opener | None
+) -> list[str]:
     try:
-        model, _info, labels = wiring.load_model(settings, p, None)
-    except EdgeAgentError as exc:
-        return [f"{where}.model: {exc}"]
-    try:
-        wiring.build_policy(p, wiring.output_classes(model), labels)
+        wiring.check_pipeline(settings, p, keys)
     except EdgeAgentError as exc:
         return [str(exc)]
     return []

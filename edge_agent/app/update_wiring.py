@@ -1,9 +1,10 @@
-"""Settings -> the update manager, its store and its targets."""
+"""Settings -> the update manager, its store, its targets, and the device's keys."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ from edge_agent.model.preprocess import ImagePreprocessor
 from edge_agent.mqtt.payloads import ModelInfo
 from edge_agent.pipeline.policy import Policy
 from edge_agent.pipeline.runner import Pipeline
+from edge_agent.update import devicekey
 from edge_agent.update.fetch import Fetcher, FetchOptions
 from edge_agent.update.keys import load_public_key
 from edge_agent.update.manager import Reporter, UpdateManager, UpdateOptions
 from edge_agent.update.protocols import Target
+from edge_agent.update.ring import DeviceKeyring
 from edge_agent.update.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -38,12 +41,45 @@ def build_store(settings: cfg.Settings) -> ModelStore | None:
     return store
 
 
+def build_keyring(
+    settings: cfg.Settings, store: ModelStore | None, environ: Mapping[str, str] | None = None
+) -> DeviceKeyring:
+    """The device key (systemd's credential first, then `update.device_key`, by
+    default `<state_dir>/device-key.pem`) and the group keys cached in `store`. No
+    key at the default place is not an error: encrypted models are then rejected
+    with "no device key". A key named in the settings must be there."""
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    credentials = Path(env["CREDENTIALS_DIRECTORY"]) if env.get("CREDENTIALS_DIRECTORY") else None
+    u = settings.update
+    path = devicekey.key_path(
+        settings.state_dir, credentials, key_file=u.device_key, credential=u.device_key_credential
+    )
+    groups = store.groups if store is not None else None
+    if u.device_key is None and not path.exists():
+        log.info("no device key at %s: encrypted models cannot be opened", path)
+        return DeviceKeyring(None, groups)
+    try:
+        key = devicekey.load_device_key(
+            settings.state_dir,
+            credentials,
+            key_file=u.device_key,
+            credential=u.device_key_credential,
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"update.device_key: {exc}") from exc
+    keyring = DeviceKeyring(key, groups)
+    log.info("device key %s from %s", keyring.key_id, path)
+    return keyring
+
+
 def build_manager(
     settings: cfg.Settings,
     store: ModelStore,
     pipelines: Sequence[Pipeline],
     publish: Callable[[dict[str, Any]], None],
+    keys: DeviceKeyring | None = None,
 ) -> UpdateManager:
+    """`keys`: what `build_keyring` made (None: no device key, as if there were none)."""
     u = settings.update
     assert u.manifest_url is not None  # the settings validator makes sure
     options = UpdateOptions(
@@ -56,12 +92,13 @@ def build_manager(
         probation_seconds=u.probation_seconds,
         max_manifest_bytes=u.max_manifest_bytes,
         tags=dict(settings.fleet.tags),
+        device_key=keys.device_key if keys is not None else None,
     )
     return UpdateManager(
         options,
         Fetcher(fetch_options(u)),
         store,
-        _targets(settings, pipelines),
+        _targets(settings, pipelines, keys),
         quiet_reporter(publish),
     )
 
@@ -85,7 +122,9 @@ def _str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _targets(settings: cfg.Settings, pipelines: Sequence[Pipeline]) -> list[Target]:
+def _targets(
+    settings: cfg.Settings, pipelines: Sequence[Pipeline], keys: DeviceKeyring | None
+) -> list[Target]:
     by_name = {p.name: p for p in pipelines}
     targets: dict[str, Target] = {}
     for p in settings.pipelines:
@@ -101,18 +140,20 @@ def _targets(settings: cfg.Settings, pipelines: Sequence[Pipeline]) -> list[Targ
             targets[name] = Target(
                 name,
                 pipeline,
-                wiring.model_loader(settings, p),
+                wiring.model_loader(settings, p, keys),
                 (p.model, info),
-                _policy_maker(p, pipeline),
+                _policy_maker(p, pipeline, keys),
                 _preparer(pipeline),
             )
     return list(targets.values())
 
 
-def _policy_maker(p: cfg.PipelineSettings, pipeline: Pipeline) -> Callable[[Path | None], Policy]:
-    def make(labels: Path | None) -> Policy:
+def _policy_maker(
+    p: cfg.PipelineSettings, pipeline: Pipeline, keys: DeviceKeyring | None
+) -> Callable[[Path | Sequence[str] | None], Policy]:
+    def make(labels: Path | Sequence[str] | None) -> Policy:
         classes = int(pipeline.model.outputs[0].shape[-1]) if pipeline.model.outputs[0].shape else 1
-        return wiring.build_policy(p, classes, labels)
+        return wiring.build_policy(p, classes, labels, keys)
 
     return make
 

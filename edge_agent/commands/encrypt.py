@@ -152,6 +152,28 @@ def encrypt_release(
     return Release(files, groups, written)
 
 
+def encrypt_for_manifest(
+    sources: Sequence[Path],
+    recipients: Path,
+    out_dir: Path,
+    *,
+    base_url: str | None = None,
+    cipher: str | None = None,
+) -> Release:
+    """`manifest create --encrypt`: `encrypt_release` into the manifest's directory,
+    saying what it wrote and which plaintext sits where it would be published."""
+    names = [path.name for path in sources]
+    if len(set(names)) != len(names):
+        raise ConfigError("--encrypt: two files of one name would overwrite each other's .enc")
+    release = encrypt_release(sources, recipients, out_dir, base_url=base_url, cipher=cipher)
+    for path in release.written:
+        print(f"wrote {path}")
+    for source in sources:
+        if source.resolve().parent == out_dir.resolve():
+            print(f"note: {source} is plaintext beside the manifest: do not publish it")
+    return release
+
+
 def _write_group(
     group: Group, out_dir: Path, base_url: str | None, written: list[Path]
 ) -> dict[str, object]:
@@ -205,7 +227,7 @@ def cmd_model_encrypt(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_encrypt_command(commands: Any) -> None:
+def register(commands: Any) -> None:
     """Register `model encrypt` on the CLI's subparsers (called by cli.py)."""
     from edge_agent.commands.keys import DEFAULT_STATE_DIR  # noqa: PLC0415 - a light module
 
@@ -225,4 +247,4 @@ def add_model_encrypt_command(commands: Any) -> None:
     )
     encrypt.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     encrypt.add_argument("--credentials-dir", type=Path, default=None)
-    encrypt.set_defaults(handler="encrypt:cmd_model_encrypt")
+    encrypt.set_defaults(handler=cmd_model_encrypt)

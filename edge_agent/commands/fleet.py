@@ -28,7 +28,7 @@ def default_db() -> Path:
     return Path(state) / "edge-agent" / "fleet.db"
 
 
-def add_fleet_commands(commands: Any) -> None:
+def register(commands: Any) -> None:
     """Register `fleet ...` on the CLI's subparsers (called by cli.py)."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("broker")
@@ -48,14 +48,14 @@ def add_fleet_commands(commands: Any) -> None:
     status.add_argument("--seconds", type=float, default=3.0, help="read for up to this long")
     status.add_argument("--watch", action="store_true", help="keep the table live (Ctrl-C)")
     status.add_argument("--interval", type=float, default=2.0, help="--watch refresh, seconds")
-    status.set_defaults(handler="fleet:cmd_status")
+    status.set_defaults(handler=cmd_status)
     _add_rollout(actions, common)
     history = actions.add_parser("history", parents=[common], help="what fleet saw before")
     history.add_argument("--running", metavar="VERSION", help="devices whose model has VERSION")
     history.add_argument("--model", metavar="NAME", help="with --running: only this model")
     history.add_argument("--device", help="the transitions of one device")
     history.add_argument("--limit", type=int, default=1000)
-    history.set_defaults(handler="fleet:cmd_history")
+    history.set_defaults(handler=cmd_history)
 
 
 def _add_rollout(actions: Any, common: argparse.ArgumentParser) -> None:
@@ -80,7 +80,7 @@ def _add_rollout(actions: Any, common: argparse.ArgumentParser) -> None:
     rollout.add_argument("--settle", default="5s", **duration, help="read retained topics (5s)")
     rollout.add_argument("--expires-in", default="30d", **duration, help="manifest validity")
     rollout.add_argument("--salt", help="rollout salt (default: a new random one)")
-    rollout.set_defaults(handler="fleet:cmd_rollout")
+    rollout.set_defaults(handler=cmd_rollout)
 
 
 def _broker(args: argparse.Namespace) -> BrokerOptions:

@@ -18,7 +18,7 @@ from edge_agent.errors import ConfigError
 DEFAULT_STATE_DIR = Path("/var/lib/edge-agent")  # the unit's StateDirectory=
 
 
-def add_keys_commands(commands: Any) -> None:
+def register(commands: Any) -> None:
     """Register `keys ...` on the CLI's subparsers (called by cli.py)."""
     parser = commands.add_parser("keys", help="the device key that encrypted models open with")
     actions = parser.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -30,11 +30,11 @@ def add_keys_commands(commands: Any) -> None:
         action="store_true",
         help="write the private key to stdout, for `systemd-creds encrypt - FILE`, not to disk",
     )
-    init.set_defaults(handler="keys:cmd_init")
+    init.set_defaults(handler=cmd_init)
     show = actions.add_parser("show", help="print the public key and key id, for enrollment")
     _add_location(show)
     show.add_argument("--id", action="store_true", help="print only the key id")
-    show.set_defaults(handler="keys:cmd_show")
+    show.set_defaults(handler=cmd_show)
 
 
 def _add_location(parser: argparse.ArgumentParser) -> None:

@@ -14,7 +14,6 @@ import argparse
 import hashlib
 import json
 import re
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from edge_agent.errors import (
     ConfigError,
-    EdgeAgentError,
     InputError,
     IntegrityError,
     UpdateError,
@@ -45,19 +43,19 @@ _DURATION = re.compile(r"([1-9][0-9]*)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def add_manifest_commands(commands: Any) -> None:
+def register(commands: Any) -> None:
     """Register `manifest ...` on the CLI's subparsers (called by cli.py)."""
     parser = commands.add_parser("manifest", help="create, sign and verify model update manifests")
     actions = parser.add_subparsers(dest="manifest_command", required=True, metavar="ACTION")
     keygen = actions.add_parser("keygen", help="make an Ed25519 signing key pair")
     keygen.add_argument("--private", type=Path, default=DEFAULT_PRIVATE, help="(update-key.pem)")
     keygen.add_argument("--public", type=Path, default=DEFAULT_PUBLIC, help="(update-key.pub)")
-    keygen.set_defaults(handler="manifest:cmd_keygen")
+    keygen.set_defaults(handler=cmd_keygen)
     _add_create(actions)
     sign = actions.add_parser("sign", help="sign a manifest: writes MANIFEST.sig")
     sign.add_argument("manifest", type=Path, metavar="MANIFEST")
     sign.add_argument("--key", type=Path, default=DEFAULT_PRIVATE, help="private key (%(default)s)")
-    sign.set_defaults(handler="manifest:cmd_sign")
+    sign.set_defaults(handler=cmd_sign)
     verify = actions.add_parser("verify", help="check a manifest as a device would")
     verify.add_argument(
         "manifest", metavar="MANIFEST", help="path or https:// URL of manifest.json"
@@ -71,7 +69,7 @@ def add_manifest_commands(commands: Any) -> None:
     )
     verify.add_argument("--ca-file", help="CA bundle for an https:// URL (as the device's)")
     verify.add_argument("--allow-http", action="store_true", help="accept an http:// URL")
-    verify.set_defaults(handler="manifest:cmd_verify")
+    verify.set_defaults(handler=cmd_verify)
 
 
 def _add_create(actions: Any) -> None:
@@ -106,7 +104,21 @@ def _add_create(actions: Any) -> None:
     create.add_argument("--rollout-percent", type=float, metavar="P", help="share of devices")
     create.add_argument("--rollout-salt", metavar="S", help="a new salt picks other devices")
     create.add_argument("-o", "--output", type=Path, default=Path("manifest.json"), metavar="PATH")
-    create.set_defaults(handler="manifest:cmd_create")
+    create.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="write MODEL.enc (and labels) beside the manifest, for --recipients only",
+    )
+    create.add_argument(
+        "--recipients",
+        type=Path,
+        metavar="DIR_OR_FILE",
+        help="a device's .pub, or a directory of .pub files and NAME.group/ directories",
+    )
+    create.add_argument(
+        "--cipher", choices=["chacha20-poly1305", "aes-256-gcm"], help="(chacha20-poly1305)"
+    )
+    create.set_defaults(handler=cmd_create)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -130,13 +142,16 @@ def cmd_create(args: argparse.Namespace) -> int:
     from edge_agent.update import manifest as spec  # noqa: PLC0415 - lazy, see above
 
     issued = datetime.now(timezone.utc).replace(microsecond=0)
+    describe, groups = _describer(args)
     document: dict[str, object] = {
         "spec_version": 1,
         "version": args.manifest_version,
         "issued": spec.format_time(issued),
         "expires": spec.format_time(issued + args.expires_in),
-        "models": _model_documents(args),
+        "models": _model_documents(args, describe),
     }
+    if groups:
+        document["groups"] = groups
     if args.rollout_percent is not None or args.rollout_salt is not None:
         if args.rollout_percent is None or args.rollout_salt is None:
             raise ConfigError("--rollout-percent and --rollout-salt go together")
@@ -152,7 +167,38 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_documents(args: argparse.Namespace) -> list[dict[str, object]]:
+Describe = Callable[[Path], dict[str, object]]
+
+
+def _describer(args: argparse.Namespace) -> tuple[Describe, list[dict[str, object]]]:
+    """How a model or labels file is described: hashed as it is, or with --encrypt
+    encrypted first (`encrypt_release`) and described as the ciphertext it wrote;
+    and the manifest's groups."""
+    if args.recipients is not None and not args.encrypt:
+        raise ConfigError("--recipients goes with --encrypt")
+    if not args.encrypt:
+        if args.cipher is not None:
+            raise ConfigError("--cipher goes with --encrypt")
+        return (lambda path: _describe(path, args.base_url)), []
+    if args.recipients is None:
+        raise ConfigError("--encrypt needs --recipients DIR_OR_FILE (the devices' .pub files)")
+    _pairs(args.labels, "--labels")  # well-formed before anything is encrypted
+    if args.base_url and urlsplit(args.base_url).scheme not in ("http", "https"):
+        raise ConfigError(f"--base-url {args.base_url}: expected an http(s) URL")
+    from edge_agent.commands.encrypt import encrypt_for_manifest  # noqa: PLC0415 - lazy
+
+    sources = [*args.models, *(Path(v.partition("=")[2]) for v in args.labels)]
+    release = encrypt_for_manifest(
+        sources, args.recipients, args.output.parent, base_url=args.base_url, cipher=args.cipher
+    )
+
+    def describe(path: Path) -> dict[str, object]:
+        return release.files[path.resolve()]
+
+    return describe, release.groups
+
+
+def _model_documents(args: argparse.Namespace, describe: Describe) -> list[dict[str, object]]:
     """One entry per MODEL, with the --name/--model-version/--labels/--golden options."""
     names = {Path(model).resolve(): name for name, model in _pairs(args.name, "--name").items()}
     entries: dict[str, dict[str, object]] = {}
@@ -161,13 +207,13 @@ def _model_documents(args: argparse.Namespace) -> list[dict[str, object]]:
         if name in entries:
             raise ConfigError(f"two models named {name!r}; use --name NAME=MODEL")
         entries[name] = {"name": name, "version": str(args.manifest_version)}
-        entries[name].update(_describe(path, args.base_url))
+        entries[name].update(describe(path))
     if names:
         raise ConfigError(f"--name: {next(iter(names))} is not one of the MODEL arguments")
     for name, version in _pairs(args.model_version, "--model-version", entries).items():
         entries[name]["version"] = version
     for name, labels in _pairs(args.labels, "--labels", entries).items():
-        entries[name]["labels"] = _describe(Path(labels), args.base_url)
+        entries[name]["labels"] = describe(Path(labels))
     for name, golden in _pairs(args.golden, "--golden", entries).items():
         path, _, top1 = golden.partition(":")
         if not path or not top1:
@@ -338,9 +384,13 @@ def verify_location(
 
 def _summary(manifest: Manifest) -> str:
     rollout = f", rollout {manifest.rollout.percent:g}%" if manifest.rollout else ""
+    recipients = {
+        i for m in manifest.models if m.file.encryption for i in m.file.encryption.recipients
+    }
+    encrypted = f", encrypted for {len(recipients)} recipient key(s)" if recipients else ""
     return (
         f"manifest version {manifest.version}, {len(manifest.models)} model(s), "
-        f"expires {manifest.expires:%Y-%m-%dT%H:%M:%SZ}{rollout}"
+        f"expires {manifest.expires:%Y-%m-%dT%H:%M:%SZ}{rollout}{encrypted}"
     )
 
 
@@ -353,25 +403,3 @@ def _read_input(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror}") from None
-
-
-def _main(argv: Sequence[str] | None = None) -> int:
-    """The manifest commands alone, with cli.main's exit codes: runnable before
-    (and without) the full CLI, e.g. `python -m edge_agent.commands.manifest`."""
-    from edge_agent.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_INPUT  # noqa: PLC0415 - a cycle
-
-    parser = argparse.ArgumentParser(prog="edge-agent")
-    add_manifest_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = globals()[args.handler.split(":")[1]]
-    try:
-        return handler(args)
-    except EdgeAgentError as exc:
-        print(f"edge-agent: error: {exc}", file=sys.stderr)
-        if isinstance(exc, ConfigError):
-            return EXIT_CONFIG
-        return EXIT_INPUT if isinstance(exc, InputError) else EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    sys.exit(_main())

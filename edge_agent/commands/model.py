@@ -1,4 +1,7 @@
-"""`edge-agent inspect` and `edge-agent infer`: a model and inputs, no daemon."""
+"""`edge-agent inspect` and `edge-agent infer`: a model and inputs, no daemon.
+
+The parser is built for every command, so this module imports numpy, the runtime
+and the detection code only inside the commands that use them."""
 
 from __future__ import annotations
 
@@ -7,27 +10,69 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from edge_agent.detect.decode import DecodeOptions
-from edge_agent.detect.detector import Detector
-from edge_agent.detect.labels import DetectionLabels
-from edge_agent.detect.layouts import FAMILIES, looks_like_detector, model_kind
+from edge_agent.commands.options import add_model_options, fraction
 from edge_agent.errors import InputError, ModelError
-from edge_agent.model.labels import align_labels, read_labels, top_k
-from edge_agent.model.preprocess import ImagePreprocessor
-from edge_agent.model.runtime import Model, TensorSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge_agent.model.runtime import Model, TensorSpec
 
 NUMERIC_SUFFIXES = {".csv", ".txt"}
+KINDS = ["auto", "classifier", "ssd", "yolov8", "yolov5", "yolo-e2e"]
+
+
+def register(commands: Any) -> None:
+    inspect = commands.add_parser("inspect", help="show a model's inputs, outputs and checksum")
+    inspect.add_argument("model", help="path to a .tflite model")
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    add_model_options(inspect)
+    inspect.set_defaults(handler=cmd_inspect)
+
+    infer = commands.add_parser("infer", help="run a model on inputs, one JSON line each")
+    infer.add_argument("--model", required=True, help="a .tflite model, or a wake-word .json")
+    infer.add_argument("--labels", help="labels file, one per line")
+    infer.add_argument("--top-k", type=int, default=3, help="classes to show (default 3)")
+    infer.add_argument(
+        "--resize",
+        choices=["stretch", "crop", "letterbox"],
+        default=None,
+        help="fit images by stretching the whole frame, crop or letterbox "
+        "(default: letterbox for YOLO detectors, else stretch)",
+    )
+    infer.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="auto",
+        help="what the model is (default: recognised from its tensors)",
+    )
+    infer.add_argument(
+        "--min-score", type=fraction, default=0.25, help="detections: lowest score (0.25)"
+    )
+    infer.add_argument(
+        "--iou", type=fraction, default=0.45, help="detections: NMS overlap threshold (0.45)"
+    )
+    infer.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image, WAV, .npy file, text file of numbers, or numbers like 0.5,1.2",
+    )
+    add_model_options(infer)
+    infer.set_defaults(handler=cmd_infer)
 
 
 def load_model(args: argparse.Namespace, path: str) -> Model:
+    from edge_agent.model.runtime import Model  # noqa: PLC0415
+
     return Model.load(path, runtime=args.runtime, num_threads=args.threads, delegate=args.delegate)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from edge_agent.model.detection.layouts import model_kind  # noqa: PLC0415
+
     model = load_model(args, args.model)
     report = {
         "model": str(args.model),
@@ -63,7 +108,11 @@ def _inspect_table(report: dict[str, Any]) -> str:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from edge_agent.audio.cli import infer_audio, is_audio_request  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from edge_agent.commands.infer_audio import infer_audio, is_audio_request  # noqa: PLC0415
+    from edge_agent.model.detection.layouts import FAMILIES, looks_like_detector  # noqa: PLC0415
+    from edge_agent.model.labels import align_labels, read_labels, top_k  # noqa: PLC0415
 
     if is_audio_request(args.model, args.inputs):
         return infer_audio(args)
@@ -98,9 +147,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 def infer_detections(args: argparse.Namespace, model: Model, kind: str | None) -> int:
     """One JSON line of detections per image; a layout it cannot read is a ModelError."""
+    from edge_agent.model.detection.decode import DecodeOptions  # noqa: PLC0415
+    from edge_agent.model.detection.detector import Detector  # noqa: PLC0415
+    from edge_agent.model.detection.labels import DetectionLabels  # noqa: PLC0415
+
     options = DecodeOptions(min_score=args.min_score, iou=args.iou)
-    detector = Detector(model, kind=kind, options=options, resize=args.resize)
     labels = DetectionLabels.read(args.labels)
+    detector = Detector(model, kind=kind, options=options, resize=args.resize, labels=labels)
     failed = 0
     for item in args.inputs:
         try:
@@ -112,13 +165,16 @@ def infer_detections(args: argparse.Namespace, model: Model, kind: str | None) -
             print(f"edge-agent: {item}: {exc}", file=sys.stderr)
             failed += 1
             continue
-        result = {"input": item, "detections": found.records(labels), "latency_ms": latency}
+        result = {"input": item, "detections": found.records(), "latency_ms": latency}
         print(json.dumps(result), flush=True)
     return 4 if failed else 0
 
 
 def _size(spec: TensorSpec) -> int:
-    return int(np.prod(spec.shape))
+    size = 1
+    for dim in spec.shape:
+        size *= dim
+    return size
 
 
 def _classes(model: Model) -> int:
@@ -131,6 +187,10 @@ def _classes(model: Model) -> int:
 
 def read_input(item: str, spec: TensorSpec, resize: str) -> np.ndarray:
     """An image file, a .npy array, a text file of numbers, or numbers given inline."""
+    import numpy as np  # noqa: PLC0415
+
+    from edge_agent.model.preprocess import ImagePreprocessor  # noqa: PLC0415
+
     path = Path(item)
     if not path.is_file():
         return parse_numbers(item)
@@ -158,6 +218,8 @@ def _read_file(path: Path) -> bytes:
 
 def parse_numbers(text: str) -> np.ndarray:
     """Comma- (or whitespace-) separated finite floats."""
+    import numpy as np  # noqa: PLC0415
+
     fields = text.replace(",", " ").split()
     try:
         values = np.array([float(f) for f in fields], dtype=np.float32)

@@ -7,4 +7,5 @@ from typing import Final
 
 CAMERA_KINDS: Final = ("files", "dir", "http", "mjpeg", "command")
 SENSOR_KINDS: Final = ("lines", "iio", "mqtt")
-SOURCE_KINDS: Final = CAMERA_KINDS + SENSOR_KINDS
+AUDIO_KINDS: Final = ("audio",)
+SOURCE_KINDS: Final = CAMERA_KINDS + SENSOR_KINDS + AUDIO_KINDS

@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -28,6 +29,7 @@ from pydantic_settings.exceptions import SettingsError
 
 from edge_agent.config.kinds import SOURCE_KINDS
 from edge_agent.config.sources import ENV_PREFIX, Origin, loading_sources, reading
+from edge_agent.config.zones import parse_lines, parse_zones
 from edge_agent.errors import ConfigError
 
 # An int in 0..2 rather than Literal[0, 1, 2]: an EDGE_AGENT_* variable arrives as a
@@ -164,6 +166,16 @@ class UpdateSettings(Strict):
     )
     nudge_jitter: float = Field(
         60.0, ge=0, le=DAY, description="seconds a fleet-wide nudge's check is spread over"
+    )
+    device_key: Path | None = Field(
+        None,
+        description="the X25519 key encrypted models open with (default: "
+        "<state_dir>/device-key.pem, made by `edge-agent keys init`)",
+    )
+    device_key_credential: str = Field(
+        "edge-agent-device-key",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="systemd credential read before device_key (LoadCredentialEncrypted=)",
     )
 
     @model_validator(mode="after")
@@ -329,6 +341,36 @@ class MqttSourceSettings(Strict):
     window: WindowSettings
 
 
+class AudioSourceSettings(Strict):
+    """Mono 16-bit PCM: WAV files (replay, tests) or a command's stdout (a microphone)."""
+
+    kind: Literal["audio"]
+    pattern: str | None = Field(None, description="glob of WAV files, read in sorted order")
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="raw S16_LE mono PCM on stdout, e.g. "
+        '["arecord", "-D", "plughw:1,0", "-f", "S16_LE", "-r", "16000", "-c", "1", "-t", "raw"]',
+    )
+    rate: int = Field(16000, ge=8000, le=192_000, description="samples per second")
+    loop: bool = Field(False, description="pattern: start over after the last file")
+    realtime: bool = Field(False, description="pattern: pace the files as if recorded live")
+    chunk_ms: int = Field(
+        100, ge=10, le=10_000, multiple_of=10, description="audio per chunk, milliseconds"
+    )
+    queue_chunks: int = Field(
+        50, ge=1, le=100_000, description="command: chunks kept for a slow pipeline at most"
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> AudioSourceSettings:
+        if (self.pattern is None) == (self.command is None):
+            raise ValueError("give exactly one of pattern (WAV files) or command (raw PCM)")
+        if self.command is not None and (self.loop or self.realtime):
+            raise ValueError("loop and realtime apply to WAV files (pattern), not a command")
+        return self
+
+
 CameraSource = (
     FilesSourceSettings
     | DirSourceSettings
@@ -337,11 +379,15 @@ CameraSource = (
     | CommandSourceSettings
 )
 SensorSource = LinesSourceSettings | IioSourceSettings | MqttSourceSettings
-SourceSettings = Annotated[CameraSource | SensorSource, Field(discriminator="kind")]
+SourceSettings = Annotated[
+    CameraSource | SensorSource | AudioSourceSettings, Field(discriminator="kind")
+]
 
 
 class ImageSettings(Strict):
-    resize: Literal["stretch", "crop", "letterbox"] = "stretch"
+    resize: Literal["stretch", "crop", "letterbox"] | None = Field(
+        None, description="default: letterbox for YOLO detectors, else stretch"
+    )
     draft: bool = Field(True, description="JPEG reduced-scale decoding for large frames")
     max_pixels: int = Field(40_000_000, ge=1, le=1_000_000_000)
     decoders: int = Field(
@@ -381,9 +427,115 @@ class ThresholdPolicySettings(DecisionTiming):
     off_state: str = "off"
 
 
+Fraction = Annotated[float, Field(ge=0, le=1)]
+Point = tuple[Fraction, Fraction]
+
+
+class LineSettings(Strict):
+    """A counting line: two points; `in` is a crossing from left to right of A->B."""
+
+    points: list[Point] = Field(min_length=2, max_length=2, description="[[x1, y1], [x2, y2]]")
+    directions: tuple[str, str] = Field(("in", "out"), description="left->right, right->left")
+    margin: float = Field(0.02, ge=0, lt=0.5, description="dead band around the line")
+
+
+class DetectionPolicySettings(Strict):
+    """Counts per (zone, label), zone entries/exits and line crossings
+    (edge_agent/pipeline/detection/policy.py)."""
+
+    kind: Literal["detection"]
+    labels: list[str] | None = Field(None, min_length=1, description="default: every label")
+    min_score: Fraction = 0.5
+    min_score_by_label: dict[str, Fraction] = Field(default_factory=dict)
+    score_hysteresis: Fraction = Field(0.0, description="a tracked object is kept this far below")
+    min_area: Fraction = Field(0.0, description="fraction of the frame")
+    max_area: Fraction = 1.0
+    debounce: int = Field(2, ge=1, le=10_000, description="frames a higher count must hold")
+    absent_frames: int = Field(5, ge=1, le=10_000, description="frames a lower count must hold")
+    absent_seconds: float = Field(0.0, ge=0, le=DAY, description="and seconds")
+    max_missed: int | None = Field(
+        None, ge=0, le=10_000, description="frames a track coasts; default absent_frames - 1"
+    )
+    min_iou: float = Field(0.3, gt=0, le=1, description="tracker: overlap that continues a track")
+    max_distance: float = Field(0.1, ge=0, le=1.5, description="tracker: else centre distance")
+    count_events: bool = Field(True, description="false: only presence changes, not counts")
+    zone_events: bool = True
+    heartbeat: float = Field(0.0, ge=0, le=30 * DAY, description="seconds; 0 = off")
+    min_interval: float = Field(0.0, ge=0, le=DAY, description="seconds between two events")
+    max_objects: int = Field(10, ge=1, le=1000, description="objects listed in one event")
+    zones: dict[str, list[Point]] = Field(
+        default_factory=dict, description="name -> polygon [[x, y], ...], normalized"
+    )
+    lines: dict[str, LineSettings] = Field(default_factory=dict)
+    iou: Fraction = Field(0.45, description="decoding: NMS overlap threshold (raw YOLO heads)")
+    max_detections: int = Field(100, ge=1, le=10_000, description="decoding: per frame")
+
+    @field_validator("zones")
+    @classmethod
+    def _zones(cls, zones: dict[str, list[Point]]) -> dict[str, list[Point]]:
+        parse_zones(zones)  # ValueError naming the zone: a bow tie, no area, a bad name
+        return zones
+
+    @field_validator("lines")
+    @classmethod
+    def _lines(cls, lines: dict[str, LineSettings]) -> dict[str, LineSettings]:
+        parse_lines({name: line.model_dump() for name, line in lines.items()})
+        return lines
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DetectionPolicySettings:
+        if self.min_area > self.max_area:
+            raise ValueError("min_area must not exceed max_area")
+        unknown = sorted(set(self.min_score_by_label) - set(self.labels or self.min_score_by_label))
+        if unknown:
+            raise ValueError(f"min_score_by_label names labels not in labels: {unknown}")
+        return self
+
+
+class WakeWordPolicySettings(Strict):
+    """microWakeWord's rule (mean of the last N probabilities >= cutoff), one event per
+    utterance; unset values come from the model's JSON manifest."""
+
+    kind: Literal["wakeword"]
+    word: str | None = Field(None, min_length=1, description="default: the manifest's")
+    probability_cutoff: float | None = Field(None, gt=0, le=1, description="default: manifest")
+    sliding_window_size: int | None = Field(None, ge=1, le=1000, description="default: manifest")
+    refractory: float = Field(
+        2.0, ge=0, le=3600, description="seconds of audio after an event without another"
+    )
+
+
 PolicySettings = Annotated[
-    ClassificationPolicySettings | ThresholdPolicySettings, Field(discriminator="kind")
+    ClassificationPolicySettings
+    | ThresholdPolicySettings
+    | DetectionPolicySettings
+    | WakeWordPolicySettings,
+    Field(discriminator="kind"),
 ]
+
+
+class AudioSettings(Strict):
+    """The `[pipelines.audio]` table: the frontend that turns samples into features."""
+
+    frontend: Literal["micro", "logmel"] = Field(
+        "micro", description="micro: TFLite Micro frontend (microWakeWord); logmel: plain numpy"
+    )
+    channels: int = Field(40, ge=1, le=256, description="logmel only: mel channels")
+    lower_hz: float = Field(125.0, ge=0, le=96_000, description="lowest mel band edge")
+    upper_hz: float = Field(7500.0, gt=0, le=96_000, description="highest mel band edge")
+    hop: int = Field(
+        1, ge=1, le=10_000, description="window models: 10 ms feature rows between two runs"
+    )
+
+    @model_validator(mode="after")
+    def _band(self) -> AudioSettings:
+        if self.lower_hz >= self.upper_hz:
+            raise ValueError("lower_hz must be below upper_hz")
+        return self
+
+
+ModelKind = Literal["auto", "classifier", "ssd", "yolov8", "yolov5", "yolo-e2e"]
+DETECTOR_KINDS = ("ssd", "yolov8", "yolov5", "yolo-e2e")
 
 
 class DriftSettings(Strict):
@@ -413,11 +565,32 @@ class PipelineSettings(Strict):
     labels: Path | None = None
     model_name: str | None = Field(None, description="default: the model file's stem")
     model_version: str = "local"
+    model_kind: ModelKind = Field(
+        "auto", description="auto: recognised from the model's tensors; or name the family"
+    )
     source: SourceSettings
     image: ImageSettings = ImageSettings()
+    audio: AudioSettings | None = Field(None, description="audio sources: the frontend")
     policy: PolicySettings
     drift: DriftSettings = DriftSettings()
     qos: Qos | None = Field(None, description="default: mqtt.qos")
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> PipelineSettings:
+        audio, kind = self.source.kind == "audio", self.policy.kind
+        if kind == "wakeword" and not audio:
+            raise ValueError("policy.kind = 'wakeword' needs an audio source")
+        if audio and kind not in ("wakeword", "classification"):
+            raise ValueError(
+                f"an audio source takes policy.kind 'wakeword' or 'classification', not {kind!r}"
+            )
+        if self.audio is not None and not audio:
+            raise ValueError("the [audio] table applies to audio sources only")
+        if kind == "detection" and self.model_kind not in ("auto", *DETECTOR_KINDS):
+            raise ValueError(f"policy.kind = 'detection' needs a detector, not {self.model_kind!r}")
+        if self.model_kind in DETECTOR_KINDS and kind != "detection":
+            raise ValueError(f"a {self.model_kind} detector needs policy.kind = 'detection'")
+        return self
 
 
 class Settings(BaseSettings):
@@ -508,7 +681,7 @@ def _key_parts(loc: tuple[int | str, ...]) -> list[str]:
 
 
 _UNION_TAGS = set(SOURCE_KINDS)
-_UNION_TAGS |= {"classification", "threshold"}
+_UNION_TAGS |= {"classification", "threshold", "detection", "wakeword"}
 
 
 def changed_keys(old: Settings, new: Settings) -> list[str]:

@@ -19,9 +19,18 @@ class Scored:
 def read_labels(path: str | Path) -> list[str]:
     """One label per line; blank trailing lines ignored."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = Path(path).read_bytes()
+    except OSError as exc:
         raise ModelError(f"{path}: cannot read labels: {exc}") from exc
+    return parse_labels(data, str(path))
+
+
+def parse_labels(data: bytes, source: str = "labels") -> list[str]:
+    """`read_labels` for a labels file's bytes already in memory (decrypted ones)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"{source}: cannot read labels: {exc}") from exc
     return [line.strip() for line in text.rstrip("\n").split("\n")]
 
 

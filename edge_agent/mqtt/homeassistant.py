@@ -69,6 +69,25 @@ def classification_spec(
     return EntitySpec(pipeline, known, on)
 
 
+def device_fields(device_id: str, prefix: str, sw_version: str) -> dict[str, Any]:
+    """What every entity of the device shares: availability and the device block (for
+    the entities of detection and wake-word pipelines; `discovery_configs` builds
+    the same)."""
+    return {
+        "availability_topic": Topics(prefix, device_id).status,
+        "payload_available": STATUS_ONLINE.decode(),
+        "payload_not_available": STATUS_OFFLINE.decode(),
+        "dev": {
+            "identifiers": [f"edge_agent_{device_id}"],
+            "name": device_id,
+            "manufacturer": "edge-agent",
+            "model": "edge-agent",
+            "sw_version": sw_version,
+        },
+        "origin": {"name": "edge-agent", "sw_version": sw_version},
+    }
+
+
 def _literal(text: str) -> str:
     """A Jinja string literal (JSON escapes are Jinja escapes)."""
     return json.dumps(text, ensure_ascii=False)

@@ -13,12 +13,11 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-
-import numpy as np
+from typing import Any
 
 from edge_agent.sources.base import Item, SourceExhausted
 
-Ready = tuple[Item, np.ndarray]
+Ready = tuple[Item, Any]  # the item and what the pipeline prepared from it (a tensor...)
 END = None  # handed over once the source is exhausted
 
 
@@ -28,7 +27,7 @@ class DecodeAhead:
     def __init__(
         self,
         read: Callable[[], Item | None],
-        prepare: Callable[[Item], np.ndarray | None],
+        prepare: Callable[[Item], Any],
         *,
         workers: int = 2,
         name: str = "decode",

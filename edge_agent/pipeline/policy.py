@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -40,8 +40,10 @@ HEARTBEAT = "heartbeat"
 class Policy(Protocol):
     """What the agent needs from a policy: feed it every result, publish what it returns."""
 
-    def decide(self, scores: np.ndarray, now: float) -> Decision | None:
-        """The event to publish for this result at monotonic time ``now``, or None."""
+    def decide(self, scores: Any, now: float) -> Decision | None:
+        """The event to publish for this result at monotonic time ``now``, or None.
+        ``scores`` is what the pipeline reads from its model: a score vector here,
+        ``Detections`` for the detection policy, a ``Heard`` for audio ones."""
         ...
 
     @property

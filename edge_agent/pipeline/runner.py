@@ -34,7 +34,7 @@ LATENCY_SAMPLES = 1000
 
 @dataclass(frozen=True)
 class ImageOptions:
-    resize: ResizeMode = "stretch"
+    resize: ResizeMode | None = None  # None: the model family's (stretch for classifiers)
     draft: bool = True
     max_pixels: int = 40_000_000
     decoders: int = 2  # threads decoding ahead of the model
@@ -91,13 +91,17 @@ class Pipeline:
         self._install(model, model_info)
 
     def _install(self, model: Model, info: ModelInfo) -> None:
+        """Make `model` the one serving (subclasses build what reads its outputs here)."""
         image = None
         opts = self._image_options
         if opts is not None:
             from edge_agent.model.preprocess import ImagePreprocessor  # noqa: PLC0415
 
             image = ImagePreprocessor(
-                model.inputs[0], resize=opts.resize, draft=opts.draft, max_pixels=opts.max_pixels
+                model.inputs[0],
+                resize=opts.resize or "stretch",
+                draft=opts.draft,
+                max_pixels=opts.max_pixels,
             )
         self.model, self.model_info, self._image = model, info, image
 
@@ -119,7 +123,7 @@ class Pipeline:
             self.model_info.version,
         )
         try:
-            if self._image is None:
+            if self._image_options is None:
                 self._run_in_turn(stop)
             else:
                 self._run_decode_ahead(stop)
@@ -181,7 +185,7 @@ class Pipeline:
         tensor = self._prepared(item)
         return None if tensor is None else self._infer(item, tensor)
 
-    def _prepared(self, item: Item) -> np.ndarray | None:
+    def _prepared(self, item: Item) -> Any:
         try:
             return self._prepare(item)
         except InputError as exc:
@@ -191,7 +195,8 @@ class Pipeline:
             )
             return None
 
-    def _infer(self, item: Item, tensor: np.ndarray) -> Decision | None:
+    def _infer(self, item: Item, prepared: Any) -> Decision | None:
+        tensor = self._tensor(prepared)
         with self._swap_lock:
             try:
                 start = time.perf_counter()
@@ -218,8 +223,8 @@ class Pipeline:
             if not watch.seen % watch.every:
                 self._watch(watch, tensor, outputs[0], item.captured)
         try:
-            decision = self.policy.decide(outputs[0], time.monotonic())
-        except ValueError as exc:
+            decision = self._decide(outputs, prepared, time.monotonic())
+        except (ValueError, ModelError) as exc:
             self.stats.model_errors += 1
             limited.error(f"{self.name}-policy", "%s: unusable model output: %s", self.name, exc)
             return None
@@ -235,7 +240,7 @@ class Pipeline:
         self, watch: DriftWatch, tensor: np.ndarray, scores: np.ndarray, captured: float
     ) -> None:
         """Feed this input (one in `watch.every`) to the drift monitor; publish alerts."""
-        kind: Literal["image", "sensor"] = "sensor" if self._image is None else "image"
+        kind: Literal["image", "sensor"] = "sensor" if self._image_options is None else "image"
         try:
             alert = watch.monitor.observe(
                 input_features(tensor, kind), scores if watch.classes else None
@@ -266,12 +271,28 @@ class Pipeline:
                 )
             )
 
-    def _prepare(self, item: Item) -> np.ndarray:
+    # --- what subclasses for other model kinds (detection, audio) replace ----------
+
+    def _prepare(self, item: Item) -> Any:
+        """The model's input for `item` (decoder threads call it): a tensor here; a
+        subclass may return what it needs to read the outputs too."""
         if isinstance(item, Frame):
             if self._image is None:
                 raise InputError("this pipeline's model does not take images")
             return self._image.prepare(item.data)
         return item.values
+
+    def _tensor(self, prepared: Any) -> np.ndarray:
+        """The tensor inside what `_prepare` returned."""
+        return np.asarray(prepared)
+
+    def _decide(self, outputs: list[np.ndarray], prepared: Any, now: float) -> Decision | None:
+        """The policy's verdict on one inference; ValueError or ModelError: unusable."""
+        return self.policy.decide(outputs[0], now)
+
+    def _state_extra(self) -> dict[str, Any] | None:
+        """Kind-specific members of the retained state."""
+        return None
 
     def _publish(self, decision: Decision, captured: float) -> None:
         if decision.reason == "change" or self._since is None:
@@ -308,4 +329,5 @@ class Pipeline:
                 "bytes_out": out,
                 "bandwidth_ratio": round(src.bytes_in / out, 1) if out else None,
             },
+            extra=self._state_extra(),
         )

@@ -29,15 +29,28 @@ KEY_FILE = "device-key.pem"
 PRIVATE_MODE = 0o600
 
 
-def key_path(state_dir: Path, credentials_dir: Path | None = None) -> Path:
-    """Where the private key is read from: the credential when systemd passed one."""
-    if credentials_dir is not None and (credentials_dir / CREDENTIAL).is_file():
-        return credentials_dir / CREDENTIAL
-    return state_dir / KEY_FILE
+def key_path(
+    state_dir: Path,
+    credentials_dir: Path | None = None,
+    *,
+    key_file: Path | None = None,
+    credential: str = CREDENTIAL,
+) -> Path:
+    """Where the private key is read from: the credential when systemd passed one,
+    else `key_file` (default `<state_dir>/device-key.pem`)."""
+    if credentials_dir is not None and (credentials_dir / credential).is_file():
+        return credentials_dir / credential
+    return key_file if key_file is not None else state_dir / KEY_FILE
 
 
-def load_device_key(state_dir: Path, credentials_dir: Path | None = None) -> X25519PrivateKey:
-    path = key_path(state_dir, credentials_dir)
+def load_device_key(
+    state_dir: Path,
+    credentials_dir: Path | None = None,
+    *,
+    key_file: Path | None = None,
+    credential: str = CREDENTIAL,
+) -> X25519PrivateKey:
+    path = key_path(state_dir, credentials_dir, key_file=key_file, credential=credential)
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -28,6 +28,7 @@ from edge_agent.update import transfer
 from edge_agent.update.manifest import FileCheck, FileRef
 from edge_agent.update.protocols import Fetched, Validators
 from edge_agent.update.transfer import Guard, Limits, Reply, network
+from edge_agent.util.tls import load_identity
 
 log = logging.getLogger(__name__)
 
@@ -235,31 +236,14 @@ def _ssl_context(options: FetchOptions) -> ssl.SSLContext:
     if options.client_key and not options.client_cert:
         raise ConfigError(f"client_key {options.client_key} is set without client_cert")
     if options.client_cert:
-        _load_client_cert(context, options.client_cert, options.client_key)
+        load_identity(
+            context,
+            options.client_cert,
+            options.client_key,
+            cert_key="update.client_cert",
+            key_key="update.client_key" if options.client_key else "update.client_cert",
+        )
     return context
-
-
-def _load_client_cert(context: ssl.SSLContext, cert: str, key: str | None) -> None:
-    """The mTLS identity. Each file is checked on its own so the error can name it,
-    and an encrypted key fails instead of OpenSSL prompting on a terminal."""
-    checks = (("client_cert", cert, "CERTIFICATE"), ("client_key", key or cert, "PRIVATE KEY"))
-    for name, path, label in checks:
-        try:
-            pem = Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"{name} {path}: {transfer.reason(exc, 0)}") from exc
-        if f"{label}-----".encode() not in pem:
-            raise ConfigError(f"{name} {path}: no PEM {label} in it")
-
-    def no_password() -> bytes:
-        raise ConfigError(f"client_key {key or cert}: encrypted keys are not supported")
-
-    try:
-        context.load_cert_chain(cert, key, password=no_password)
-    except ssl.SSLError as exc:
-        raise ConfigError(
-            f"client_cert {cert} / client_key {key}: {transfer.reason(exc, 0)}"
-        ) from exc
 
 
 def _complete(dest: Path, meta: Path, ref: FileRef, guard: Guard) -> bool:
@@ -281,4 +265,5 @@ def _complete(dest: Path, meta: Path, ref: FileRef, guard: Guard) -> bool:
 
 def _expect(reply: Reply, status: int) -> None:
     if reply.response.status != status:
-        raise FetchError(f"{reply.where}: HTTP {reply.response.status} {reply.response.reason}")
+        status = reply.response.status
+        raise FetchError(f"{reply.where}: HTTP {status} {reply.response.reason}", status=status)

@@ -46,6 +46,8 @@ class LocalFetch:
                         chunks.append(chunk)
                     else:
                         sink.write(chunk)
+        except FileNotFoundError:
+            raise FetchError(f"{path}: no such file", status=404) from None
         except OSError as exc:
             raise FetchError(f"{path}: cannot read: {exc.strerror}") from None
         if check is not None:

@@ -19,22 +19,29 @@ from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edge_agent.errors import (
     ConfigError,
     EdgeAgentError,
     FetchError,
+    ModelError,
     SelfTestError,
     SignatureError,
     UpdateError,
 )
+from edge_agent.model.labels import parse_labels
 from edge_agent.model.runtime import Model
 from edge_agent.mqtt.payloads import ModelInfo, utc_timestamp
 from edge_agent.pipeline.policy import Policy
 from edge_agent.update import release
-from edge_agent.update.manifest import Manifest, ModelEntry, resolve_url
+from edge_agent.update.decrypt import decrypt_model
+from edge_agent.update.envelope import Keyring
+from edge_agent.update.groupkey import MAX_GROUP_FILE
+from edge_agent.update.manifest import Manifest, ModelEntry, model_sha256, resolve_url
 from edge_agent.update.probation import Probation
 from edge_agent.update.protocols import Fetch, Target, Validators
+from edge_agent.update.ring import DeviceKeyring, open_file
 from edge_agent.update.selftest import self_test
 from edge_agent.update.store import InstalledModel, ModelStore
 from edge_agent.update.targeting import rollout_bucket, selected
@@ -60,6 +67,9 @@ class UpdateOptions:
     mismatch_retry: tuple[float, float] = (10.0, 60.0)
     mismatch_retries: int = 3
     tags: Mapping[str, str] = field(default_factory=dict)  # fleet.tags, for `targets`
+    # Opens encrypted models (see docs/encrypted-models.md); None: this device
+    # rejects them ("no device key") and takes plaintext ones as before.
+    device_key: X25519PrivateKey | None = None
 
 
 Reporter = Callable[[dict[str, Any]], None]
@@ -80,6 +90,7 @@ class UpdateManager:
         self._fetcher = fetcher
         self._store = store
         self._targets = {t.name: t for t in targets}
+        self._ring = DeviceKeyring(options.device_key, store.groups)
         self._report_to = report
         self._wake = threading.Event()
         self._stop = threading.Event()  # run's: ends a transfer in flight
@@ -195,12 +206,15 @@ class UpdateManager:
         self._store.set_rollout_salt(manifest.rollout.salt if manifest.rollout else None)
 
     def _apply(self, manifest: Manifest, entry: ModelEntry) -> bool:
-        """Install and swap in one model; False when it is already the one serving."""
+        """Install and swap in one model; False when it is already the one serving.
+        An encrypted model is compared, rejected and reported by its plaintext's
+        sha256, downloaded and kept as ciphertext, and decrypted into memory only."""
         target = self._targets[entry.name]
+        sha256 = model_sha256(entry.file)
         current = self._store.current(entry.name)
-        if current is not None and current.sha256 == entry.file.sha256:
-            return False
-        if self._store.is_rejected(entry.name, entry.file.sha256):
+        if current is not None and current.sha256 == sha256 == target.pipeline.model.sha256:
+            return False  # installed and serving; installed but not serving: it did not load
+        if self._store.is_rejected(entry.name, sha256):
             # Not an error of this manifest: other models in it still apply.
             self._report(
                 "rejected",
@@ -209,52 +223,82 @@ class UpdateManager:
                 manifest=manifest,
             )
             return False
+        ring = self._ring.for_entry(entry, manifest.groups, self._group_file)  # before downloading
         self._report("downloading", model=entry, manifest=manifest)
         part = self._store.download_path(entry.name, entry.file.sha256)
         url = self._url(entry.file.url)
         release.download(self._fetcher, url, entry.file, part, self._stop)  # hashed as it streams
         self._report("verifying", model=entry, manifest=manifest)
+        model, labels = self._verified(entry, target, part, ring)
+        kept = labels[0] if labels else None  # as downloaded: ciphertext if encrypted
+        installed = self._store.install(
+            entry.name, entry.version, sha256, part, kept, file_sha256=entry.file.sha256
+        )
         try:
-            labels = self._small(entry.labels) if entry.labels is not None else None
-            model = self._tested(entry, target, part, labels)
-        except UpdateError:
-            part.unlink(missing_ok=True)  # rejected bytes must not be resumed or kept
-            raise
-        installed = self._store.install(entry.name, entry.version, entry.file.sha256, part, labels)
-        try:
-            policy = self._policy(target, installed)
+            policy = self._policy(target, labels[1] if labels else None)
         except UpdateError:
             self._store.discard(installed)
             raise
         self._store.activate(entry.name, installed)  # on disk before it serves: a crash rolls back
-        info = ModelInfo(entry.name, entry.version, entry.file.sha256)
+        info = ModelInfo(entry.name, entry.version, sha256)
         target.pipeline.swap_model(model, info, policy)
         self._probation.start(target, installed)
         log.info("update: %s %s serving, on probation", entry.name, entry.version)
         return True
 
-    def _tested(self, entry: ModelEntry, target: Target, path: Path, labels: bytes | None) -> Model:
+    def _verified(
+        self, entry: ModelEntry, target: Target, part: Path, ring: Keyring | None
+    ) -> tuple[Model, tuple[bytes, list[str]] | None]:
+        """The downloaded model, decrypted in memory if encrypted, loaded and
+        self-tested, and its labels; bytes that fail are deleted."""
+        try:
+            labels = self._labels(entry, ring)
+            encrypted = entry.file.encryption is not None
+            content = decrypt_model(part, entry.file, ring or {}) if encrypted else part
+            model = self._tested(entry, target, content, labels[1] if labels else None)
+        except UpdateError:
+            part.unlink(missing_ok=True)  # rejected bytes must not be resumed or kept
+            raise
+        return model, labels
+
+    def _labels(self, entry: ModelEntry, ring: Keyring | None) -> tuple[bytes, list[str]] | None:
+        """The labels as downloaded (kept: ciphertext if encrypted) and their lines."""
+        if entry.labels is None:
+            return None
+        data = self._small(entry.labels)
+        plaintext = open_file(data, entry.labels, ring)
+        try:
+            return data, parse_labels(plaintext, entry.labels.url)
+        except ModelError as exc:
+            raise SelfTestError(f"the new labels are not UTF-8 text: {exc}") from exc
+
+    def _group_file(self, relative: str) -> bytes | None:
+        """This device's group key file, or None when the server has none (404)."""
+        return release.read_optional(self._fetcher, self._url(relative), MAX_GROUP_FILE, self._stop)
+
+    def _tested(
+        self, entry: ModelEntry, target: Target, model: Path | bytes, labels: list[str] | None
+    ) -> Model:
         golden = None
         if entry.golden_input is not None:
             golden = self._golden_tensor(self._small(entry.golden_input), target)
-        names = labels.decode("utf-8", "replace").splitlines() if labels else None
         return self_test(
-            path,
+            model,
             target.load,
             target.pipeline.model,
             golden=golden,
             golden_top1=entry.golden_top1,
-            labels=names,
+            labels=labels,
         )
 
     @staticmethod
-    def _policy(target: Target, installed: InstalledModel) -> Policy | None:
-        """The policy the new labels make, read from where they were installed
-        (not yet active: a misfit is discarded before anything serves)."""
-        if installed.labels is None or target.make_policy is None:
+    def _policy(target: Target, labels: list[str] | None) -> Policy | None:
+        """The policy the new labels make (installed, not yet active: a misfit is
+        discarded before anything serves)."""
+        if labels is None or target.make_policy is None:
             return None
         try:
-            return target.make_policy(installed.labels)
+            return target.make_policy(labels)
         except ConfigError as exc:
             raise SelfTestError(f"the new labels do not fit the pipeline's policy: {exc}") from exc
 
@@ -296,7 +340,7 @@ class UpdateManager:
             "ts": utc_timestamp(time.time()),
         }
         if model is not None:
-            sha = getattr(model, "sha256", None) or model.file.sha256
+            sha = model.sha256 if isinstance(model, InstalledModel) else model_sha256(model.file)
             payload["model"] = {"name": model.name, "version": model.version, "sha256": sha[:12]}
         level = logging.WARNING if state in ("rejected", "failed", "rolled_back") else logging.INFO
         log.log(level, "update: %s%s", state, f": {reason}" if reason else "")

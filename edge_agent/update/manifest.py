@@ -289,6 +289,12 @@ class FileCheck:
             raise HashError(f"{self._where}: sha256 {digest}, the manifest says {ref.sha256}")
 
 
+def model_sha256(ref: FileRef) -> str:
+    """What a file *is*: the plaintext's SHA-256 for an encrypted one (the same model
+    encrypted again is the same model), else the file's own."""
+    return ref.sha256 if ref.encryption is None else ref.encryption.plaintext_sha256
+
+
 def check_file(data: bytes, ref: FileRef) -> None:
     """The downloaded bytes are the ones the signed manifest describes."""
     check = FileCheck(ref)

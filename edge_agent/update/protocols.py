@@ -5,7 +5,7 @@ the manager's unit tests use fakes that do too."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -80,15 +80,28 @@ class SwapTarget(Protocol):
     def swap_model(self, model: Model, info: ModelInfo, policy: Policy | None = None) -> None: ...
 
 
+class Opener(Protocol):
+    """Reads a stored or hand-installed model or labels file: decrypted in memory
+    when it is encrypted (`ring.DeviceKeyring`), as it is otherwise. ModelError
+    names the file and the reason."""
+
+    def model_bytes(self, path: Path) -> bytes: ...
+
+    def label_names(self, path: Path) -> list[str]: ...
+
+
 @dataclass(frozen=True)
 class Target:
     """A running pipeline whose model is the manifest's model `name`."""
 
     name: str
     pipeline: SwapTarget
-    load: Callable[[Path], Model]  # a model file to a loaded model (ModelError)
+    # A model file (decrypted in memory when encrypted), or a model's bytes, to a
+    # loaded model (ModelError).
+    load: Callable[[Path | bytes], Model]
     configured: tuple[Path, ModelInfo]  # what to fall back to when nothing installed is left
-    # The pipeline's policy for a labels file; None: the policy does not use labels.
-    make_policy: Callable[[Path | None], Policy] | None = None
+    # The pipeline's policy for a labels file (decrypted in memory when encrypted) or
+    # for label names; None: the policy does not use labels.
+    make_policy: Callable[[Path | Sequence[str] | None], Policy] | None = None
     # An encoded image to the model's input tensor, for golden inputs that are images.
     prepare: Callable[[bytes], np.ndarray] | None = None

@@ -67,6 +67,19 @@ def read_small(
     return _body(fetch.fetch(url, max_length=ref.length, sha256=ref.sha256, cancel=cancel), url)
 
 
+def read_optional(
+    fetch: Fetch, url: str, max_length: int, cancel: threading.Event | None = None
+) -> bytes | None:
+    """A small file that may not exist (a group key file): None on HTTP 404."""
+    try:
+        fetched = fetch.fetch(url, max_length=max_length, cancel=cancel)
+    except FetchError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return _body(fetched, url)
+
+
 def download(
     fetch: Fetch, url: str, ref: FileRef, into: Path, cancel: threading.Event | None = None
 ) -> None:

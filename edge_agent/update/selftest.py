@@ -12,11 +12,12 @@ from edge_agent.errors import InputError, ModelError, SelfTestError
 from edge_agent.model.labels import align_labels, top_k
 from edge_agent.model.runtime import Model
 
-ModelLoader = Callable[[Path], Model]
+# A model file (decrypted in memory if it is encrypted), or a model's bytes, loaded.
+ModelLoader = Callable[[Path | bytes], Model]
 
 
 def self_test(
-    path: Path,
+    source: Path | bytes,
     load: ModelLoader,
     active: Model,
     *,
@@ -24,9 +25,10 @@ def self_test(
     golden_top1: str | None = None,
     labels: list[str] | None = None,
 ) -> Model:
-    """The loaded candidate, or SelfTestError saying why it may not replace `active`."""
+    """The loaded candidate, or SelfTestError saying why it may not replace `active`.
+    `source`: the downloaded file, or the plaintext of an encrypted one."""
     try:
-        candidate = load(path)
+        candidate = load(source)
     except ModelError as exc:
         raise SelfTestError(f"the new model does not load: {exc}") from exc
     _same_interface(candidate, active)

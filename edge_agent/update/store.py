@@ -4,8 +4,14 @@ Mender/RAUC discipline in pure file I/O: files go in by temp file, fsync, rename
 the pointers (current, previous, probation) live in one atomically written JSON
 file, so a model is kept only after `commit`, and `recover` at start-up rolls back
 whatever was on probation when the agent or the board went down. Layout:
-`state.json`, `models/<name>/<version>-<sha12>.tflite` (+ `.labels.txt`), and
-`downloads/` (the fetcher's resumable `.part` files, never swept here).
+`state.json`, `models/<name>/<version>-<sha12>.tflite` (+ `.labels.txt`),
+`downloads/` (the fetcher's resumable `.part` files, never swept here) and `groups/`
+(group key files, see `groupcache`).
+
+An encrypted model is kept as it was downloaded: its `.tflite` and `.labels.txt`
+hold the ciphertext (every load decrypts it in memory), while the sha256 a model
+is recorded under, rejected by and named after is the plaintext's, so the same
+model encrypted again is the same model.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import HashError, ManifestError, RollbackError, UpdateError
+from edge_agent.update.groupcache import GroupCache
 from edge_agent.util.fs import atomic_write
 
 log = logging.getLogger(__name__)
@@ -146,6 +153,7 @@ class ModelStore:
         self._models = root / "models"
         self._downloads = root / "downloads"
         self._state_path = root / STATE_FILE
+        self.groups = GroupCache(root / "groups")
         self._lock = threading.Lock()
         self._pending: set[Path] = set()  # installed, not yet activated: commit must not prune them
         self._recovered: list[InstalledModel] = []  # rolled back by `recover`, not yet announced
@@ -184,12 +192,22 @@ class ModelStore:
         return self._downloads / f"{_safe(name)}-{_sha(sha256)[:12]}.part"
 
     def install(
-        self, name: str, version: str, sha256: str, model_file: Path, labels: bytes | None
+        self,
+        name: str,
+        version: str,
+        sha256: str,
+        model_file: Path,
+        labels: bytes | None,
+        *,
+        file_sha256: str | None = None,
     ) -> InstalledModel:
         """Labels go in first, the model last, so a present .tflite means a finished
         install. A source under downloads/ is moved (consumed); any other is
-        stream-copied and re-hashed on the way, since every byte is read anyway."""
+        stream-copied and re-hashed on the way, since every byte is read anyway.
+        `sha256` is the model's (the plaintext's); `file_sha256`, when the file is
+        encrypted, the digest of the file's own bytes."""
         record = _Record(_safe(version, "version"), _sha(sha256), labels is not None)
+        digest = _sha(file_sha256 or sha256)
         model = self._model(_safe(name), record)
         with self._lock:
             self._pending.update(_files(model))
@@ -198,9 +216,9 @@ class ModelStore:
             if model.labels is not None and labels is not None:
                 atomic_write(model.labels, labels)
             if model_file.resolve().is_relative_to(self._downloads.resolve()):
-                self._move(model_file, model.path, record.sha256)
+                self._move(model_file, model.path, digest)
             else:
-                self._copy(model_file, model.path, record.sha256)
+                self._copy(model_file, model.path, digest)
         except (OSError, UpdateError) as exc:
             self._forget_pending(model)
             if model.labels is not None and _is_leftover(model.labels):

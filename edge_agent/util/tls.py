@@ -258,25 +258,39 @@ def _load_ca(context: ssl.SSLContext, path: str, key: str) -> None:
 
 
 def _load_identity(context: ssl.SSLContext, cert: str, key_file: str | None, key: str) -> None:
-    """Each file checked on its own so the message names it; then the pair."""
-    _read_pem(cert, f"{key}.cert_file", "CERTIFICATE")
-    key_where = f"{key}.key_file" if key_file else f"{key}.cert_file"
-    key_pem = _read_pem(key_file or cert, key_where, "PRIVATE KEY")
+    load_identity(
+        context,
+        cert,
+        key_file,
+        cert_key=f"{key}.cert_file",
+        key_key=f"{key}.key_file" if key_file else f"{key}.cert_file",
+    )
+
+
+def load_identity(
+    context: ssl.SSLContext, cert: str, key_file: str | None, *, cert_key: str, key_key: str
+) -> None:
+    """A client certificate and its key (mutual TLS), for the broker and for the
+    update server alike. Each file is checked on its own so the message names it
+    (by `cert_key` / `key_key`, the settings that gave it), and an encrypted key
+    fails instead of OpenSSL prompting on a terminal; then the pair."""
+    _read_pem(cert, cert_key, "CERTIFICATE")
+    key_pem = _read_pem(key_file or cert, key_key, "PRIVATE KEY")
     if b"ENCRYPTED" in key_pem:
-        raise ConfigError(f"{key_where}: {key_file or cert}: encrypted keys are not supported")
+        raise ConfigError(f"{key_key}: {key_file or cert}: encrypted keys are not supported")
 
     def no_password() -> bytes:
-        raise ConfigError(f"{key_where}: {key_file or cert}: encrypted keys are not supported")
+        raise ConfigError(f"{key_key}: {key_file or cert}: encrypted keys are not supported")
 
     try:
         context.load_cert_chain(cert, key_file, password=no_password)
     except ssl.SSLError as exc:
-        what = f"{key}.cert_file {cert}" + (f" / {key}.key_file {key_file}" if key_file else "")
+        what = f"{cert_key} {cert}" + (f" / {key_key} {key_file}" if key_file else "")
         if "KEY_VALUES_MISMATCH" in (exc.reason or "").upper():
             raise ConfigError(f"{what}: the key does not belong to the certificate") from None
         raise ConfigError(f"{what}: {exc.reason or exc}") from None
     except OSError as exc:  # the file changed under us
-        raise ConfigError(f"{key}.cert_file: {cert}: {_os_reason(exc)}") from None
+        raise ConfigError(f"{cert_key}: {cert}: {_os_reason(exc)}") from None
 
 
 def _read_pem(path: str, key: str, label: str) -> bytes:

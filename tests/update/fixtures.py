@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from edge_agent.app import wiring
 from edge_agent.cli import main as edge_agent
 from edge_agent.config.settings import Settings, load_settings
@@ -37,6 +39,7 @@ from edge_agent.update import store as store_module
 from edge_agent.update.fetch import Fetcher, FetchOptions
 from edge_agent.update.manager import UpdateManager, UpdateOptions
 from edge_agent.update.protocols import Target
+from edge_agent.update.ring import DeviceKeyring
 from edge_agent.update.store import InstalledModel, ModelStore
 from edge_agent.util.fs import atomic_write
 from tests.conftest import DEMO_MODELS
@@ -107,6 +110,31 @@ class Site:
         cli(["manifest", "sign", str(self.manifest), "--key", str(self.keys / f"{key}.pem")])
         return "/" + path.name
 
+    def publish_encrypted(
+        self,
+        model: bytes,
+        version: int,
+        recipients: Path,
+        *options: str,
+        key: str = "key",
+        labels: bytes | None = None,
+    ) -> str:
+        """`publish` with `manifest create --encrypt --recipients`: the plaintext stays
+        in `plain/` beside the site, the site gets the .enc files and the group key
+        files; returns the encrypted model's URL path."""
+        plain = self.root.parent / "plain"
+        plain.mkdir(exist_ok=True)
+        path = plain / f"{NAME}-{version}.tflite"
+        path.write_bytes(model)
+        if labels is not None:
+            (plain / f"{NAME}-{version}.labels.txt").write_bytes(labels)
+            options = (*options, "--labels", f"{NAME}={plain / f'{NAME}-{version}.labels.txt'}")
+        create = ["manifest", "create", str(path), "--name", f"{NAME}={path}"]
+        encrypt = ["--encrypt", "--recipients", str(recipients)]
+        cli([*create, "--version", str(version), "-o", str(self.manifest), *encrypt, *options])
+        cli(["manifest", "sign", str(self.manifest), "--key", str(self.keys / f"{key}.pem")])
+        return "/" + path.name + ".enc"
+
     def edit(self, change: Callable[[dict[str, Any]], None], key: str = "key") -> None:
         """Rewrite the manifest's JSON and sign it without the CLI, which refuses
         to write or sign what a device would reject."""
@@ -173,14 +201,23 @@ class Device:
     """A device's update side under `state`/updates, as a (re)started agent has it:
     the store recovered, a pipeline built by the agent's wiring (serving what the
     store says is current, never started), a manager built like
-    edge_agent.app.update_wiring's, and every status report it sends in `reports`."""
+    edge_agent.app.update_wiring's, and every status report it sends in `reports`.
+    With `device_key`, it opens encrypted models as an agent with that key does."""
 
     def __init__(
-        self, state: Path, url: str, trusted: Sequence[Path], ca_file: Path, **fetch: Any
+        self,
+        state: Path,
+        url: str,
+        trusted: Sequence[Path],
+        ca_file: Path,
+        *,
+        device_key: X25519PrivateKey | None = None,
+        **fetch: Any,
     ) -> None:
         self.root = state / "updates"
         self.store = ModelStore(self.root)
         self.store.recover()  # as wiring.build_store does at start-up
+        self.keys = DeviceKeyring(device_key, self.store.groups)
         self.outbox = Outbox(state / f"outbox-{next(_SERIAL)}.db")
         self.settings = _settings(state)
         self.pipeline = wiring.build_pipeline(
@@ -190,6 +227,7 @@ class Device:
             outbox=self.outbox,
             submit=_discard,
             store=self.store,
+            keys=self.keys,
         )
         self.reports: list[dict[str, Any]] = []
         self.url, self.trusted_keys, self.ca_file = url, tuple(trusted), ca_file
@@ -207,19 +245,20 @@ class Device:
             keys=tuple(keys.load_public_key(path) for path in self.trusted_keys),
             device_id="dev1",
             probation_inferences=0,  # watch_probation() commits unless errors were counted
+            device_key=self.keys.device_key,
             **managing,
         )
         fetch = {"read_timeout": 1.0, "connect_timeout": 1.0, **fetch}
         fetcher = Fetcher(FetchOptions(ca_file=str(self.ca_file), **fetch))
         configured = (SHAPES, ModelInfo(NAME, "1", ""))
-        load = wiring.model_loader(self.settings, self.settings.pipelines[0])
+        load = wiring.model_loader(self.settings, self.settings.pipelines[0], self.keys)
         target = Target(NAME, self.pipeline, load, configured, self._make_policy)
         self.manager = UpdateManager(options, fetcher, self.store, [target], self.reports.append)
 
-    def _make_policy(self, labels: Path | None) -> Policy:
+    def _make_policy(self, labels: Path | Sequence[str] | None) -> Policy:
         """As edge_agent.app.update_wiring's: the configured policy, with an update's labels."""
         classes = int(self.pipeline.model.outputs[0].shape[-1])
-        return wiring.build_policy(self.settings.pipelines[0], classes, labels)
+        return wiring.build_policy(self.settings.pipelines[0], classes, labels, self.keys)
 
     def check(self) -> str:
         return self.manager.check()

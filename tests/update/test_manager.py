@@ -87,8 +87,8 @@ class FakePipeline:
         self.swapped.append(info)
 
 
-def unloadable(path: Path) -> Model:
-    raise ModelError(f"{path}: not a model")
+def unloadable(source: Path | bytes) -> Model:
+    raise ModelError(f"{source!r}: not a model")
 
 
 @pytest.fixture(scope="module")

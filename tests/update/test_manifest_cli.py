@@ -25,7 +25,7 @@ SHAPES_LABELS = DEMO_MODELS / "shapes_labels.txt"
 
 
 def manifest_cli(cwd: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "edge_agent.commands.manifest", "manifest", *map(str, args)]
+    command = [sys.executable, "-m", "edge_agent", "manifest", *map(str, args)]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.audio.listener import Heard, Listener, ListenerOptions, build_listener
-from edge_agent.audio.sources import DEFAULT_CHUNK_MS
-from edge_agent.audio.wav import read_wav
 from edge_agent.errors import InputError, ModelError
 from edge_agent.model.labels import align_labels, read_labels, top_k
+from edge_agent.pipeline.audio.listener import Heard, Listener, ListenerOptions, build_listener
+from edge_agent.sources.audio.streams import DEFAULT_CHUNK_MS
+from edge_agent.sources.audio.wav import read_wav
 from edge_agent.sources.base import Audio
 
 

@@ -24,8 +24,8 @@ from typing import IO
 
 import numpy as np
 
-from edge_agent.audio.wav import read_wav
 from edge_agent.errors import ConfigError, InputError, SourceError
+from edge_agent.sources.audio.wav import read_wav
 from edge_agent.sources.base import Audio, SourceExhausted, SourceStats
 from edge_agent.sources.camera.common import describe
 from edge_agent.sources.pacing import Backoff

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.detect.types import Detections
-from edge_agent.detect.zones import Line, Zone
+from edge_agent.config.zones import Line, Zone
+from edge_agent.model.detection.types import Detections
 
 _Box = tuple[float, float, float, float]
 

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.audio.frontend import WINDOW_MS, Frontend, FrontendOptions, make_frontend
-from edge_agent.audio.models import (
+from edge_agent.errors import ConfigError, InputError, ModelError
+from edge_agent.model.audio.frontend import WINDOW_MS, Frontend, FrontendOptions, make_frontend
+from edge_agent.model.audio.streaming import (
     ModelKind,
     StreamingRunner,
     WakeWordManifest,
@@ -24,9 +25,8 @@ from edge_agent.audio.models import (
     model_kind,
     read_model_bytes,
 )
-from edge_agent.audio.policy import WakeEvent, WakeWordOptions, WakeWordPolicy
-from edge_agent.errors import ConfigError, InputError, ModelError
 from edge_agent.model.runtime import Model, RuntimeName
+from edge_agent.pipeline.audio.policy import WakeEvent, WakeWordOptions, WakeWordPolicy
 from edge_agent.sources.base import Audio
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,12 @@ def build_listener(model: str | Path, options: ListenerOptions | None = None) ->
         if manifest is not None:
             raise ModelError(f"{path}: the manifest's model keeps no state: not a microWakeWord")
         return Listener(frontend, WindowRunner(first, options.hop), None)
-    policy = WakeWordPolicy(_wake_options(manifest, model_path, options))
+    policy = WakeWordPolicy(wake_options(manifest, model_path, options))
     loaded = iter([first])  # the runner's first load is the model already loaded
     return Listener(frontend, StreamingRunner(lambda: next(loaded, None) or load()), policy)
 
 
-def _wake_options(
+def wake_options(
     manifest: WakeWordManifest | None, model_path: Path, options: ListenerOptions
 ) -> WakeWordOptions:
     word = options.word or (manifest.word if manifest else model_path.stem.replace("_", " "))

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from edge_agent.detect.decode import DecodeOptions, Decoder, Detections
-from edge_agent.detect.geometry import default_resize
-from edge_agent.detect.layouts import DetectionLayout, recognise
 from edge_agent.errors import ModelError
+from edge_agent.model.detection.decode import DecodeOptions, Decoder
+from edge_agent.model.detection.geometry import default_resize
+from edge_agent.model.detection.labels import DetectionLabels
+from edge_agent.model.detection.layouts import DetectionLayout, recognise
+from edge_agent.model.detection.types import Detections
 from edge_agent.model.preprocess import (
     DEFAULT_MAX_PIXELS,
     YOLO_FILL,
@@ -43,10 +45,12 @@ class Detector:
         options: DecodeOptions | None = None,
         resize: ResizeMode | None = None,
         classes: int | None = None,
+        labels: DetectionLabels | None = None,
         draft: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.model = model
+        self.labels = labels or DetectionLabels()
         self.layout: DetectionLayout = recognise(
             model.inputs, model.outputs, kind=kind, classes=classes, source=model.label
         )
@@ -87,9 +91,9 @@ class Detector:
         return self._table[pixels].reshape(self.model.inputs[0].shape), placement
 
     def decode(self, outputs: Sequence[np.ndarray], placement: Placement) -> Detections:
-        """One inference's dequantized outputs -> detections on the frame."""
+        """One inference's dequantized outputs -> named detections on the frame."""
         found = self._decoder.decode(outputs)
-        return found.to_frame(placement, self.layout.input_size)
+        return found.to_frame(placement, self.layout.input_size).named(self.labels)
 
     def _fit(self, image: Image.Image) -> tuple[Image.Image, Placement]:
         layout = self._pre.layout

@@ -8,7 +8,10 @@ crossed a line. Like the other policies it is pure (the caller passes a
 monotonic ``now``) and raises ValueError for bad arguments.
 
 The event is a ``payload.DetectionDecision``; ``payload`` documents what is
-published. ``snapshot()`` is the retained state's ``detection`` part.
+published. ``snapshot()`` is the retained state's ``detection`` part. ``decode``
+is how a detector should read the model's outputs for this policy (the NMS
+overlap, the most boxes, and a score floor that loses no box the policy could
+keep).
 
 Pacing: a higher count must hold ``debounce`` frames, a lower one
 ``absent_frames`` frames and ``absent_seconds`` seconds. The tracker is paced
@@ -27,9 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.detect.counting import CountLevel, check_count, check_seconds
-from edge_agent.detect.filters import DetectionFilter
-from edge_agent.detect.payload import (
+from edge_agent.config.zones import Line, Zone, whole_frame
+from edge_agent.errors import ConfigError
+from edge_agent.model.detection.decode import DecodeOptions
+from edge_agent.model.detection.types import Detections
+from edge_agent.pipeline.detection.counting import CountLevel, check_count, check_seconds
+from edge_agent.pipeline.detection.filters import DetectionFilter
+from edge_agent.pipeline.detection.payload import (
     TRACK,
     DetectionDecision,
     Key,
@@ -40,9 +47,7 @@ from edge_agent.detect.payload import (
     summary,
     zone_item,
 )
-from edge_agent.detect.tracking import Tracker, TrackerOptions, TrackReport
-from edge_agent.detect.types import Detections
-from edge_agent.detect.zones import Line, Zone, whole_frame
+from edge_agent.pipeline.detection.tracking import Tracker, TrackerOptions, TrackReport
 from edge_agent.pipeline.policy import CHANGE, HEARTBEAT
 
 _MAX_PENDING = 50
@@ -79,6 +84,8 @@ class DetectionPolicy:
         heartbeat: float = 0.0,
         min_interval: float = 0.0,
         max_objects: int = 10,
+        iou: float = 0.45,
+        max_detections: int = 100,
     ) -> None:
         self.filter = DetectionFilter(
             labels=labels,
@@ -89,6 +96,10 @@ class DetectionPolicy:
             max_area=max_area,
         )
         self.labels = self.filter.labels
+        try:
+            self.decode = DecodeOptions(self.filter.floor, iou, max_detections)
+        except ConfigError as exc:  # a pure part: bad arguments are ValueErrors
+            raise ValueError(str(exc)) from None
         self.implicit_zone = not zones
         self.zones = tuple(zones) or (whole_frame(),)
         self.lines = tuple(lines)

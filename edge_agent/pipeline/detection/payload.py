@@ -46,8 +46,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.detect.tracking import Crossing, ZoneEvent
 from edge_agent.mqtt.payloads import Decision
+from edge_agent.pipeline.detection.tracking import Crossing, ZoneEvent
 
 TRACK = "track"
 """``reason`` of an event sent only for entries, exits or crossings (counts unchanged)."""

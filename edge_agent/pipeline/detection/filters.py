@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from edge_agent.detect.types import Detections
+from edge_agent.model.detection.types import Detections
 
 _Mask = npt.NDArray[np.bool_]
 
@@ -57,6 +57,12 @@ class DetectionFilter:
         self._max_area = check_fraction("max_area", max_area)
         if self._min_area > self._max_area:
             raise ValueError(f"min_area ({min_area}) must be <= max_area ({max_area})")
+
+    @property
+    def floor(self) -> float:
+        """The lowest score a detection can be kept at (any label)."""
+        lowest = min([self._min_score, *self._by_label.values()])
+        return max(lowest - self._margin, 0.0)
 
     def apply(self, d: Detections) -> tuple[_Mask, _Mask]:
         """``(kept, strong)`` masks over ``d``."""

@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.detect.policy import DetectionPolicy
-from edge_agent.mqtt.homeassistant import DEFAULT_DISCOVERY_PREFIX, node_id
-from edge_agent.mqtt.payloads import STATUS_OFFLINE, STATUS_ONLINE, Topics, encode
+from edge_agent.mqtt.homeassistant import DEFAULT_DISCOVERY_PREFIX, device_fields, node_id
+from edge_agent.mqtt.payloads import Topics, encode
+from edge_agent.pipeline.detection.policy import DetectionPolicy
 
 
 @dataclass(frozen=True)
@@ -62,23 +62,6 @@ def _lookup(*path: str) -> str:
     return f"value_json.get('detection', {{}}){gets}.get({_literal(path[-1])})"
 
 
-def _common(device_id: str, prefix: str, sw_version: str) -> dict[str, Any]:
-    """What every entity of the device shares (as in ``homeassistant.discovery_configs``)."""
-    return {
-        "availability_topic": Topics(prefix, device_id).status,
-        "payload_available": STATUS_ONLINE.decode(),
-        "payload_not_available": STATUS_OFFLINE.decode(),
-        "dev": {
-            "identifiers": [f"edge_agent_{device_id}"],
-            "name": device_id,
-            "manufacturer": "edge-agent",
-            "model": "edge-agent",
-            "sw_version": sw_version,
-        },
-        "origin": {"name": "edge-agent", "sw_version": sw_version},
-    }
-
-
 def detection_discovery_configs(
     *,
     device_id: str,
@@ -89,7 +72,7 @@ def detection_discovery_configs(
 ) -> dict[str, bytes]:
     """Config topic -> compact JSON payload for every detection entity of ``specs``."""
     node = node_id(device_id)
-    common = _common(device_id, prefix, sw_version)
+    common = device_fields(device_id, prefix, sw_version)
     configs: dict[str, bytes] = {}
 
     def add(component: str, pipeline: str, parts: Sequence[str], **fields: Any) -> None:

@@ -1,7 +1,8 @@
 """Detector outputs (dequantized arrays) -> detections, per family, in numpy.
 
 Boxes come out as xmin, ymin, xmax, ymax normalized to the model's input
-tensor; `Detections.to_frame` maps them onto the original frame.
+tensor, labelled with their class ids; `Detections.to_frame` maps them onto the
+original frame and `Detections.named` names them.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.detect.geometry import center_to_corners, to_frame, to_normalized
-from edge_agent.detect.labels import DetectionLabels
-from edge_agent.detect.layouts import DetectionLayout, SsdRoles
-from edge_agent.detect.nms import nms
 from edge_agent.errors import ConfigError
-from edge_agent.model.preprocess import Placement
+from edge_agent.model.detection.geometry import center_to_corners, to_normalized
+from edge_agent.model.detection.layouts import DetectionLayout, SsdRoles
+from edge_agent.model.detection.nms import nms
+from edge_agent.model.detection.types import Detections
 
 
 @dataclass(frozen=True)
@@ -35,54 +35,6 @@ class DecodeOptions:
             raise ConfigError(f"iou must lie in [0, 1], got {self.iou}")
         if self.max_detections < 1:
             raise ConfigError(f"max_detections must be at least 1, got {self.max_detections}")
-
-
-@dataclass(frozen=True)
-class Detections:
-    """K detections, best score first, as arrays: boxes [K, 4] (xmin, ymin, xmax,
-    ymax, normalized), scores [K] and class ids [K]."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
-
-    @classmethod
-    def ranked(cls, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray) -> Detections:
-        order = np.argsort(-scores, kind="stable")
-        return cls(
-            boxes[order].astype(np.float32),
-            scores[order].astype(np.float32),
-            classes[order].astype(np.int32),
-        )
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    def first(self, n: int) -> Detections:
-        return Detections(self.boxes[:n], self.scores[:n], self.classes[:n])
-
-    def to_frame(self, placement: Placement, size: tuple[int, int]) -> Detections:
-        """Boxes on the original frame; a box left empty by clipping (it lay in the
-        letterbox bands) is dropped."""
-        boxes = to_frame(self.boxes, placement, size)
-        kept = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return Detections(boxes[kept], self.scores[kept], self.classes[kept])
-
-    def records(self, labels: DetectionLabels, digits: int = 4) -> list[dict[str, object]]:
-        """One JSON-ready dict per detection: label, class, score, box."""
-        return [
-            {
-                "label": labels.name(int(c)),
-                "class": int(c),
-                "score": round(float(s), digits),
-                "box": [round(float(v), digits) for v in box],
-            }
-            for box, s, c in zip(self.boxes, self.scores, self.classes, strict=True)
-        ]
 
 
 class Decoder:
@@ -163,8 +115,4 @@ def suppress(
 ) -> Detections:
     """Class-wise NMS, best first."""
     kept = nms(boxes, scores, classes, options.iou, options.max_detections)
-    return Detections(
-        boxes[kept].astype(np.float32),
-        scores[kept].astype(np.float32),
-        classes[kept].astype(np.int32),
-    )
+    return Detections(boxes[kept], scores[kept], classes[kept])

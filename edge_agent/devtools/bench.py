@@ -1,0 +1,554 @@
+"""`edge-agent bench`: how fast this board runs a camera model, alone and in a pipeline.
+
+    edge-agent bench [--model M] [--frames GLOB] [--seconds N] [--json]
+
+In one run, on the same frames:
+
+  ceiling          `Model.infer` on a ready uint8 tensor, one thread calling it,
+                   the interpreter with the pipeline's own thread count (auto:
+                   the cores its decoders leave, see edge_agent/sizing.py):
+                   frames/s, p50/p99 latency, and the process CPU time each
+                   invoke costs (`time.process_time`); then on every core, for
+                   comparison. Ceiling and decode are measured half before and
+                   half after the pipeline and taken together: a shared
+                   machine's speed drifts by several percent over a minute
+  decode           the pipeline's own preprocessing (`ImagePreprocessor.prepare`:
+                   JPEG draft decode, RGB, resize) in a single-threaded loop:
+                   CPU seconds per frame
+  CPU-bound limit  min(ceiling, cores / (CPU per invoke + CPU per decode)): what a
+                   pipeline that wastes nothing could reach on this board
+  pipeline         a real agent in a child process (files source looping over the
+                   frames at fps 0, decode-ahead, inference, classification
+                   policy, outbox, MQTT to a throwaway mosquitto when one is
+                   installed): frames/s, capture-to-decision p50/p99, CPU%, peak RSS
+
+The measurement functions are reused by `benchmarks/perf.py`, which adds the naive
+baseline, the sensor pipeline, start-up time and bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import logging
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edge_agent.app import wiring
+from edge_agent.app.agent import Agent
+from edge_agent.config.settings import load_settings
+from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.model.preprocess import ImagePreprocessor
+from edge_agent.model.runtime import Model, default_threads
+from edge_agent.model.sizing import ThreadPlan
+from edge_agent.util.percentile import percentiles
+
+FRAME_SIZE = (1280, 720)
+FRAME_COUNT = 8
+DEVICE = "bench"
+WARMUP_CALLS = 5
+
+
+# -- timing loops ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopStats:
+    """`items` calls of one function: wall and process CPU seconds, latency percentiles."""
+
+    items: int
+    wall: float
+    cpu: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.wall if self.wall else 0.0
+
+    @property
+    def cpu_per_item(self) -> float:
+        return self.cpu / self.items if self.items else 0.0
+
+    def plus(self, other: LoopStats) -> LoopStats:
+        """Two spans of the same loop as one (a baseline measured before and after
+        what it is compared with, on a machine whose speed drifts): totals add up,
+        percentiles are the mean of the two."""
+        return LoopStats(
+            self.items + other.items,
+            self.wall + other.wall,
+            self.cpu + other.cpu,
+            (self.p50_ms + other.p50_ms) / 2,
+            (self.p99_ms + other.p99_ms) / 2,
+        )
+
+
+def percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
+    if not seconds:
+        return 0.0, 0.0
+    p50, p99 = percentiles(seconds, (50, 99))  # not numpy's: see edge_agent/percentile.py
+    return p50 * 1e3, p99 * 1e3
+
+
+def timed_loop(step: Callable[[int], object], seconds: float) -> LoopStats:
+    """Call `step(i)` for `seconds` of wall time, on this thread, after a short warm-up."""
+    for i in range(WARMUP_CALLS):
+        step(i)
+    calls: list[float] = []
+    clock = time.perf_counter
+    cpu0, start = time.process_time(), clock()
+    end = start + seconds
+    now = start
+    while now < end or not calls:
+        step(len(calls))
+        after = clock()
+        calls.append(after - now)
+        now = after
+    cpu = time.process_time() - cpu0
+    return LoopStats(len(calls), now - start, cpu, *percentiles_ms(calls))
+
+
+def measure_ceiling(model: Model, seconds: float) -> LoopStats:
+    """`Model.infer` on a ready tensor of the input's dtype: the model's own speed."""
+    spec = model.inputs[0]
+    tensor = np.random.default_rng(0).integers(0, 256, size=spec.shape).astype(spec.dtype)
+    return timed_loop(lambda _: model.infer(tensor), seconds)
+
+
+def measure_decode(model: Model, frames: Sequence[bytes], seconds: float) -> LoopStats:
+    """The pipeline's preprocessing of encoded frames, as a camera pipeline does it."""
+    prepare = ImagePreprocessor(model.inputs[0]).prepare
+    return timed_loop(lambda i: prepare(frames[i % len(frames)]), seconds)
+
+
+def cpu_bound_limit(ceiling: LoopStats, decode: LoopStats, cores: int) -> float:
+    """Frames/s that decode + invoke allow on `cores`, never above the ceiling."""
+    per_frame = ceiling.cpu_per_item + decode.cpu_per_item
+    return min(ceiling.rate, cores / per_frame) if per_frame else ceiling.rate
+
+
+# -- frames ------------------------------------------------------------------------------
+
+
+def synthetic_frame(seed: int, size: tuple[int, int] = FRAME_SIZE) -> Image.Image:
+    """A camera-like scene: a lit gradient, a few objects, slight blur, sensor noise."""
+    # Imported here, not at the top: the pipeline's child process (measured for
+    # its peak RSS) would otherwise carry modules the agent itself never loads.
+    from PIL import ImageDraw, ImageFilter  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    shade = np.linspace(0.0, 1.0, height)[:, None, None]
+    sky, ground = rng.uniform(60, 220, 3), rng.uniform(30, 160, 3)
+    pixels = np.broadcast_to(sky * (1 - shade) + ground * shade, (height, width, 3))
+    image = Image.fromarray(pixels.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(14):
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        w, h = rng.uniform(40, 320, 2)
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x, y, x + w, y + h), fill=colour)
+    blurred = np.asarray(image.filter(ImageFilter.GaussianBlur(1.2)), dtype=np.float32)
+    noisy = blurred + rng.normal(0, 5, blurred.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def photo_variation(
+    photo: Image.Image, seed: int, size: tuple[int, int] = FRAME_SIZE
+) -> Image.Image:
+    """A crop of `photo` at the frame's aspect ratio, resized, maybe mirrored, relit."""
+    from PIL import ImageEnhance  # noqa: PLC0415 - see synthetic_frame
+
+    rng = np.random.default_rng(seed)
+    ratio = size[0] / size[1]
+    crop_w = min(photo.width, photo.height * ratio) * rng.uniform(0.8, 1.0)
+    crop_h = crop_w / ratio
+    left, top = rng.uniform(0, photo.width - crop_w), rng.uniform(0, photo.height - crop_h)
+    box = (left, top, left + crop_w, top + crop_h)
+    frame = photo.convert("RGB").resize(size, Image.Resampling.BILINEAR, box=box)
+    if rng.random() < 0.5:
+        frame = frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return ImageEnhance.Brightness(frame).enhance(rng.uniform(0.85, 1.15))
+
+
+def make_frames(
+    dest: Path, count: int = FRAME_COUNT, photos: Sequence[Path] = (), quality: int = 85
+) -> list[Path]:
+    """`count` 1280x720 JPEGs in `dest`: variations of `photos`, or synthetic scenes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    opened = [Image.open(p) for p in photos]
+    paths = []
+    for i in range(count):
+        frame = photo_variation(opened[i % len(opened)], i) if opened else synthetic_frame(i)
+        path = dest / f"frame_{i:03d}.jpg"
+        frame.save(path, "JPEG", quality=quality)
+        paths.append(path)
+    return paths
+
+
+def frame_files(pattern: str) -> list[Path]:
+    found = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
+    if not found:
+        raise ConfigError(f"--frames: no file matches {pattern!r}")
+    return found
+
+
+# -- the pipeline, in a child process ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """What a child agent did over the measured span (pipeline 0's counters)."""
+
+    items: int
+    wall: float
+    cpu: float
+    p50_ms: float  # capture (source read) to decision, per input
+    p99_ms: float
+    peak_rss_mb: float  # VmHWM of the child, 10^6 bytes
+    inputs: int  # totals since the agent started
+    events: int
+    bytes_in: int
+    bytes_out: int
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.wall if self.wall else 0.0
+
+    @property
+    def cpu_percent(self) -> float:
+        return 100.0 * self.cpu / self.wall if self.wall else 0.0
+
+
+def camera_config(
+    model: Path, pattern: str, port: int, state_dir: Path, *, loop: bool = True
+) -> dict[str, Any]:
+    """An agent with one camera pipeline on `model` over the files `pattern` matches."""
+    return {
+        "device_id": DEVICE,
+        "state_dir": str(state_dir),
+        "log_level": "warning",
+        "mqtt": {"host": "127.0.0.1", "port": port},
+        "pipelines": [
+            {
+                "name": "cam",
+                "model": str(model),
+                "source": {"kind": "files", "pattern": pattern, "loop": loop, "fps": 0},
+                "policy": {"kind": "classification"},
+            }
+        ],
+    }
+
+
+def planned_threads(config: dict[str, Any]) -> ThreadPlan:
+    """The interpreter and decoder threads the agent will give the first pipeline of
+    `config`: the ceiling is measured at the pipeline's own thread count."""
+    settings = load_settings(None, config)
+    pipeline = settings.pipelines[0]
+    return wiring.thread_plan(settings, pipeline, pipeline.model)
+
+
+def measure_pipeline(
+    config: dict[str, Any],
+    *,
+    warmup: float = 1.0,
+    seconds: float = 5.0,
+    until_done: bool = False,
+    timeout: float = 120.0,
+) -> PipelineRun:
+    """Run an agent with `config` in a child process; measure its first pipeline for
+    `seconds` after `warmup` (or from start to end of a finite source, `until_done`)."""
+    request = {"config": config, "warmup": warmup, "seconds": seconds}
+    request |= {"until_done": until_done, "timeout": timeout}
+    child = subprocess.run(
+        [sys.executable, "-m", "edge_agent.devtools.bench", "--child"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=timeout + seconds + warmup + 60,
+        check=False,
+    )
+    lines = child.stdout.strip().splitlines()
+    if child.returncode != 0 or not lines:
+        tail = " | ".join(child.stderr.strip().splitlines()[-5:])
+        raise EdgeAgentError(f"bench: the pipeline process failed ({child.returncode}): {tail}")
+    return PipelineRun(**json.loads(lines[-1]))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), in 10^6 bytes."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+@dataclass(frozen=True)
+class _Mark:
+    wall: float
+    cpu: float
+    items: int
+    latencies: int
+
+
+def _instrument(pipeline: Any) -> list[float]:
+    """Record, for every input the pipeline decides on, the seconds from its capture
+    (the source's read) to the end of the policy's decision."""
+    latencies: list[float] = []
+    infer = pipeline._infer
+
+    def timed(item: Any, tensor: Any) -> Any:
+        decision = infer(item, tensor)
+        latencies.append(time.time() - item.captured)
+        return decision
+
+    setattr(pipeline, "_infer", timed)  # noqa: B010 - an instance hook, pipeline.py untouched
+    return latencies
+
+
+def _mark(pipeline: Any, latencies: list[float]) -> _Mark:
+    return _Mark(
+        time.perf_counter(), time.process_time(), pipeline.stats.inferences, len(latencies)
+    )
+
+
+def _running(pipeline: str) -> bool:
+    return any(t.name == f"pipeline-{pipeline}" for t in threading.enumerate())
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise EdgeAgentError(f"bench: nothing inferred within {timeout:.0f} s")
+        time.sleep(0.01)
+
+
+def _measured(agent: Any, runner: threading.Thread, request: dict[str, Any]) -> dict[str, Any]:
+    pipeline = agent.pipelines[0]
+    latencies = _instrument(pipeline)
+    runner.start()
+    if request["until_done"]:
+        begin = _mark(pipeline, latencies)
+        runner.join(request["timeout"])
+    else:
+        _wait_for(lambda: pipeline.stats.inferences > 0, request["timeout"])
+        time.sleep(request["warmup"])
+        begin = _mark(pipeline, latencies)
+        deadline = begin.wall + request["seconds"]
+        while time.perf_counter() < deadline and _running(pipeline.name):
+            time.sleep(0.005)  # a finite source may end early: the span ends with it
+    end = _mark(pipeline, latencies)
+    p50, p99 = percentiles_ms(latencies[begin.latencies : end.latencies])
+    return {
+        "items": end.items - begin.items,
+        "wall": end.wall - begin.wall,
+        "cpu": end.cpu - begin.cpu,
+        "p50_ms": p50,
+        "p99_ms": p99,
+    }
+
+
+def run_child(request: dict[str, Any]) -> dict[str, Any]:
+    """The child's side of `measure_pipeline`: one agent, measured in this process."""
+    agent = Agent(load_settings(None, request["config"]))
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=agent.run, args=(stop,), kwargs={"until_done": request["until_done"]}
+    )
+    try:
+        result = _measured(agent, runner, request)
+    finally:
+        stop.set()
+        if runner.is_alive():
+            runner.join(30)
+    pipeline = agent.pipelines[0]
+    source = pipeline.source.stats
+    return result | {
+        "peak_rss_mb": peak_rss_mb(),
+        "inputs": source.read,
+        "events": pipeline.stats.events,
+        "bytes_in": source.bytes_in,
+        "bytes_out": pipeline.emitter.bytes_out,
+    }
+
+
+@contextmanager
+def local_broker(workdir: Path) -> Iterator[int | None]:
+    """A throwaway mosquitto's port, or None when mosquitto is not installed."""
+    from edge_agent.devtools.localbroker import Mosquitto  # noqa: PLC0415 - see synthetic_frame
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        broker = Mosquitto(workdir, persistence=False)
+        broker.start()
+    except RuntimeError:
+        yield None
+        return
+    try:
+        yield broker.port
+    finally:
+        broker.stop()
+
+
+# -- edge-agent bench ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    model: str
+    runtime: str
+    cores: int
+    threads: int  # the pipeline's interpreter threads; the ceiling is measured with these
+    decoders: int
+    frames: str  # what the frames are
+    broker: bool  # False: no mosquitto here, events stayed in the outbox
+    ceiling: LoopStats
+    ceiling_all_cores: LoopStats
+    decode: LoopStats
+    limit_fps: float
+    pipeline: PipelineRun
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ceiling"]["fps"] = self.ceiling.rate
+        data["decode"]["cpu_ms_per_frame"] = self.decode.cpu_per_item * 1e3
+        data["ceiling"]["cpu_ms_per_invoke"] = self.ceiling.cpu_per_item * 1e3
+        data["pipeline"] |= {"fps": self.pipeline.rate, "cpu_percent": self.pipeline.cpu_percent}
+        data["pipeline_vs_limit"] = self.pipeline.rate / self.limit_fps
+        data["pipeline_vs_ceiling"] = self.pipeline.rate / self.ceiling.rate
+        return data
+
+
+def bundled_model() -> Path:
+    """The MobileNetV2 benchmark model of a checkout (models/ is not installed)."""
+    path = Path(__file__).resolve().parents[2] / "models" / "bench" / "mobilenet_v2_224_int8.tflite"
+    if not path.is_file():
+        raise ConfigError("bench: no bundled benchmark model here; pass --model MODEL.tflite")
+    return path
+
+
+def run_bench(model_path: Path, pattern: str, seconds: float, workdir: Path) -> BenchReport:
+    """Ceiling, decode and the CPU-bound limit in this process, half before and half
+    after the pipeline (a child process over the files `pattern` matches), taken
+    together. The ceiling is at the pipeline's interpreter thread count, and once
+    more at all cores for comparison."""
+    from edge_agent.devtools.localbroker import free_port  # noqa: PLC0415 - see synthetic_frame
+
+    frames = [p.read_bytes() for p in frame_files(pattern)]
+    cores = default_threads()
+    with local_broker(workdir / "broker") as port:
+        config = camera_config(model_path, pattern, port or free_port(), workdir / "state")
+        plan = planned_threads(config)
+
+        def baselines() -> tuple[str, LoopStats, LoopStats]:
+            model = Model.load(model_path, num_threads=plan.interpreter)
+            half = seconds / 2
+            return model.runtime, measure_ceiling(model, half), measure_decode(model, frames, half)
+
+        runtime, ceiling, decode = baselines()
+        all_cores = measure_ceiling(Model.load(model_path, num_threads=cores), seconds / 2)
+        pipeline = measure_pipeline(config, warmup=min(1.0, seconds), seconds=seconds)
+        _, ceiling_after, decode_after = baselines()
+    ceiling, decode = ceiling.plus(ceiling_after), decode.plus(decode_after)
+    return BenchReport(
+        model=str(model_path),
+        runtime=runtime,
+        cores=cores,
+        threads=plan.interpreter,
+        decoders=plan.decoders,
+        frames=f"{len(frames)} files matching {pattern}",
+        broker=port is not None,
+        ceiling=ceiling,
+        ceiling_all_cores=all_cores,
+        decode=decode,
+        limit_fps=cpu_bound_limit(ceiling, decode, cores),
+        pipeline=pipeline,
+    )
+
+
+def print_report(report: BenchReport) -> None:
+    c, d, p = report.ceiling, report.decode, report.pipeline
+    cpu_invoke, cpu_decode = c.cpu_per_item * 1e3, d.cpu_per_item * 1e3
+    threads = f"{report.threads} interpreter thread{'s' if report.threads > 1 else ''}"
+    print(f"model {report.model} ({report.runtime}, {report.cores} cores)")
+    print(f"frames: {report.frames}")
+    print(f"pipeline threads: {threads}, {report.decoders} decoding ahead")
+    print(f"  {'ceiling: infer on a ready tensor':<36}{c.rate:8.1f} frames/s", end="")
+    print(f"   p50 {c.p50_ms:.2f} ms, p99 {c.p99_ms:.2f} ms, CPU {cpu_invoke:.2f} ms/invoke")
+    if report.threads != report.cores:
+        a = report.ceiling_all_cores
+        print(f"  {f'  the same on all {report.cores} cores':<36}{a.rate:8.1f} frames/s", end="")
+        print(f"   CPU {a.cpu_per_item * 1e3:.2f} ms/invoke")
+    print(f"  {'decode + resize, one thread':<36}{d.rate:8.1f} frames/s", end="")
+    print(f"   CPU {cpu_decode:.2f} ms/frame")
+    print(
+        f"  {'CPU-bound limit':<36}{report.limit_fps:8.1f} frames/s   min(ceiling, "
+        f"{report.cores} / ({cpu_invoke:.2f} + {cpu_decode:.2f} ms))"
+    )
+    print(f"  {'camera pipeline':<36}{p.rate:8.1f} frames/s", end="")
+    print(f"   capture to decision p50 {p.p50_ms:.1f} ms, p99 {p.p99_ms:.1f} ms", end="")
+    print(f", CPU {p.cpu_percent:.0f}%, peak RSS {p.peak_rss_mb:.0f} MB")
+    print(f"  pipeline / CPU-bound limit  {p.rate / report.limit_fps:.2f}x")
+    print(f"  pipeline / ceiling          {p.rate / c.rate:.2f}x")
+    if not report.broker:
+        print("  (mosquitto is not installed: events stayed in the outbox, nothing went to MQTT)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`edge-agent bench` with its parsed options (edge_agent/commands/bench.py)."""
+    model = Path(args.model) if args.model else bundled_model()
+    if args.seconds <= 0:
+        raise ConfigError("--seconds must be > 0")
+    with tempfile.TemporaryDirectory(prefix="edge-agent-bench-") as tmp:
+        workdir = Path(tmp)
+        pattern = args.frames
+        if pattern is None:
+            make_frames(workdir / "frames")
+            pattern = str(workdir / "frames" / "*.jpg")
+        report = run_bench(model, pattern, args.seconds, workdir)
+    from edge_agent.devtools import bench_detect  # noqa: PLC0415 - it imports this module
+
+    detector = Path(args.detector) if args.detector else None
+    labels = Path(args.detector_labels) if args.detector_labels else None
+    detection = bench_detect.run_detection(detector, labels, args.seconds / 2)
+    if args.json:
+        data = report.as_dict() | {"detection": [d.as_dict() for d in detection]}
+        print(json.dumps(data, indent=2))
+    else:
+        print_report(report)
+        print("detection")
+        bench_detect.print_overheads(detection)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m edge_agent.devtools.bench --child`: one measured pipeline in a child
+    process, its options as JSON on stdin, its figures as JSON on stdout."""
+    parser = argparse.ArgumentParser(prog="edge-agent bench (child)")
+    parser.add_argument("--child", action="store_true", required=True)
+    parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    print(json.dumps(run_child(json.loads(sys.stdin.read()))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
