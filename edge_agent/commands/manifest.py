@@ -229,16 +229,16 @@ def _targets(args: argparse.Namespace, known: dict[str, Any]) -> dict[str, dict[
     the manifest parser checks names and values afterwards)."""
     targets: dict[str, dict[str, Any]] = {}
 
-    def of(option: str, value: str, separator: str) -> tuple[dict[str, Any], str]:
-        name, _, rest = value.partition(separator)
+    def of(option: str, value: str, form: str) -> tuple[dict[str, Any], str]:
+        name, _, rest = value.partition(form[4])  # the separator after NAME
         if not name or not rest:
-            raise ConfigError(f"{option} {value}: expected NAME{separator}...")
+            raise ConfigError(f"{option} {value}: expected {form}")
         if name not in known:
             raise ConfigError(f"{option} {value}: no model named {name!r} ({', '.join(known)})")
         return targets.setdefault(name, {}), rest
 
     for value in args.target_tags:
-        entry, rest = of("--target-tags", value, ":")
+        entry, rest = of("--target-tags", value, "NAME:KEY=V1,V2")
         key, _, values = rest.partition("=")
         if not key or not values:
             raise ConfigError(f"--target-tags {value}: expected NAME:KEY=V1,V2")
@@ -248,7 +248,7 @@ def _targets(args: argparse.Namespace, known: dict[str, Any]) -> dict[str, dict[
         ("--exclude", "exclude", args.exclude),
     ):
         for value in values:
-            entry, device = of(option, value, "=")
+            entry, device = of(option, value, "NAME=ID")
             entry.setdefault(field, []).append(device)
     return targets
 

@@ -122,6 +122,9 @@ def test_create_with_base_url_golden_and_rollout(release: Path) -> None:
         (["--labels", "nope=shapes_labels.txt"], "no model named 'nope'"),
         (["--rollout-percent", "10"], "go together"),
         (["--base-url", "ftp://x"], "http"),
+        (["--target-tags", "shapes_int8=site"], "NAME:KEY=V1,V2"),
+        (["--target-tags", "nope:site=lab"], "no model named 'nope'"),
+        (["--pin", "shapes_int8"], "expected NAME=ID"),
     ],
 )
 def test_create_rejects_bad_options(release: Path, args: list[str], message: str) -> None:
@@ -129,6 +132,42 @@ def test_create_rejects_bad_options(release: Path, args: list[str], message: str
     assert done.returncode == 78
     assert message in done.stderr
     assert not (release / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pin", "shapes_int8=gate-2", "--exclude", "shapes_int8=gate-2"], "both pinned"),
+        (["--exclude", "shapes_int8=a/b"], "exclude[0]: 'a/b' is not a valid value"),
+        (["--target-tags", "shapes_int8:-x=lab"], "'-x' is not a valid tag name"),
+    ],
+)
+def test_create_refuses_targets_devices_would_reject(
+    release: Path, args: list[str], message: str
+) -> None:
+    done = manifest_cli(release, "create", "shapes_int8.tflite", "--version", "1", *args)
+    assert done.returncode != 0
+    assert "models[0].targets" in done.stderr
+    assert message in done.stderr
+    assert not (release / "manifest.json").exists()
+
+
+def test_create_with_targets_by_tag_pinned_and_excluded_ids(release: Path) -> None:
+    document = create_and_sign(
+        release,
+        "--target-tags", "shapes:site=lab,depot",
+        "--target-tags", "shapes:hw=pi4",
+        "--pin", "shapes=gate-2",
+        "--pin", "shapes=gate-3",
+        "--exclude", "hello_world_int8=gate-7",
+    )  # fmt: skip
+    shapes, hello = document["models"]
+    assert shapes["targets"] == {
+        "tags": {"site": ["lab", "depot"], "hw": ["pi4"]},
+        "devices": ["gate-2", "gate-3"],
+    }
+    assert hello["targets"] == {"exclude": ["gate-7"]}
+    ok(manifest_cli(release, "verify", "manifest.json"))  # the devices' parser takes it
 
 
 def test_signed_manifest_verifies(release: Path) -> None:
