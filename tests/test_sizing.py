@@ -58,7 +58,7 @@ def test_wiring_plans_from_the_settings_and_the_model_file(tmp_path: Path) -> No
     model = tmp_path / "m.tflite"
     model.write_bytes(b"\0" * BIG)
     camera = {"kind": "files", "pattern": str(tmp_path / "*.jpg")}
-    sensor = {"kind": "lines", "path": str(tmp_path / "x.csv")}
+    sensor: dict[str, Any] = {"kind": "lines", "path": str(tmp_path / "x.csv")}
     sensor |= {"window": {"size": 4, "hop": 4, "channels": 1}}
     config: dict[str, Any] = {"device_id": "d", "state_dir": str(tmp_path)}
     config |= {

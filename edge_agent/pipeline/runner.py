@@ -101,6 +101,7 @@ class Pipeline:
         self._since: float | None = None
         self._swap_lock = threading.Lock()
         self._staffing: Staffing | None = None
+        self._model: Model | None = None
         self._install(model, model_info)
         self._staffing = self._staff(model, image.crew if image is not None else None)
         if self._staffing is not None:
@@ -115,7 +116,7 @@ class Pipeline:
             image = ImagePreprocessor(
                 model.inputs[0], resize=opts.resize, draft=opts.draft, max_pixels=opts.max_pixels
             )
-        self._model: Model | None = model if self._staffing is None else None
+        self._model = model if self._staffing is None else None
         self.model_info, self._image = info, image
 
     @property
