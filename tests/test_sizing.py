@@ -140,7 +140,7 @@ def test_a_model_that_scales_gets_threads() -> None:
 
 def test_scaling_below_the_efficiency_bar_means_workers() -> None:
     # 4.3 ms -> 2.73 ms on 2 threads is 1.58x: 21% more CPU per frame on threads.
-    plan = plan_workers(costs(4.3, 2.73, 3.55), budget=2)
+    plan = plan_workers(costs(4.3, 2.73, 2.0), budget=2)
     assert (plan.workers, plan.threads) == (2, 1)
 
 
@@ -156,8 +156,11 @@ def test_cores_for_decoding_follow_its_cost() -> None:
 
 
 def test_a_share_just_above_a_whole_core_does_not_take_another() -> None:
-    plan = plan_workers(costs(10.3, 10.0, 10.0), budget=2)  # inference 1.015 cores
+    # Inference needs 1.0955 cores: one worker still reaches 91% of the limit.
+    plan = plan_workers(costs(4.3, 4.0, 3.55), budget=2)
     assert plan.workers == 1
+    plan = plan_workers(costs(4.3, 4.0, 3.0), budget=2)  # 1.18 cores: one more
+    assert plan.workers == 2
 
 
 def test_a_shared_budget_of_one_core_means_one_of_each() -> None:

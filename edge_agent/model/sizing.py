@@ -1,18 +1,21 @@
-"""How many threads a pipeline's interpreter and its frame decoders get when the
-configuration leaves them at 0 (auto). Pure: the cores and the model's size in,
-two counts out.
+"""How many interpreter threads, interpreter workers and frame decoders a pipeline
+gets when the configuration leaves them at 0 (auto). Pure: numbers in, counts out.
 
-A camera pipeline spends CPU on two things at once: decoding the next frame and
-running the model on this one. With more runnable threads than cores, the
-interpreter's worker threads wait for a decoder to be descheduled and every
-invoke() stretches; so the decoders and the interpreter share the cores instead
-of both taking all of them. Measured on 2 cores with MobileNetV2-224 int8 and
-720p JPEGs: 2 interpreter threads + 2 decoders 141-165 frames/s, 1 + 1
-158-180 frames/s (benchmarks/README.md).
+Sensor pipelines (`plan_threads`): small models (a few kB to a few hundred kB)
+finish an invoke() in microseconds, less than it takes to wake a thread pool, so
+one thread is faster (the demo vibration model: 3 us with one thread, 8 us with
+two); larger ones get every core.
 
-Small models (the sensor kind: a few kB to a few hundred kB) finish an invoke()
-in microseconds, less than it takes to wake a thread pool: one thread is faster
-(the demo vibration model: 3 us with one thread, 8 us with two).
+Camera pipelines (`plan_workers`) are sized from what was measured on this board
+at start (edge_agent/model/calibrate.py), not from the model's size: the CPU an
+invoke() costs on one thread, how much faster it runs on every core of the
+budget, and the CPU a frame's decoding costs. The budget (the board's cores,
+split between its camera pipelines) is shared between inference and decoding in
+proportion to their cost; the inference share runs on interpreter threads when
+the model scales with them (speedup / threads >= THREAD_EFFICIENCY), else on
+interpreter workers of one thread each: a uint8 MobileNetV2 quantized the TF1
+way runs 7.3 ms on one thread and 8.0 ms on two, so threads only burn CPU, while
+two interpreters on two frames use both cores.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ def plan_threads(
 # -- measured sizing: interpreter workers ------------------------------------------------
 
 THREAD_EFFICIENCY = 0.85  # speedup / threads at or above which a model "scales"
-SHARE_SLACK = 0.05  # a share this far above a whole core is not worth one more thread
+# A share up to 10% above N cores runs on N threads: one more would buy at most
+# a tenth more frames/s for a whole extra interpreter (its arena, its packed weights).
+SHARE_SLACK = 0.10
 MAX_WORKERS = 8
 
 
@@ -103,8 +108,8 @@ def core_budget(cores: int, camera_pipelines: int) -> float:
 
 
 def _slots(share: float) -> int:
-    """Threads needed to keep `share` cores busy."""
-    return max(1, math.ceil(share - SHARE_SLACK))
+    """Threads needed to keep `share` cores (nearly) busy."""
+    return max(1, math.ceil(share / (1 + SHARE_SLACK)))
 
 
 def plan_workers(
