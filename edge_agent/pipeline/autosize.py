@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_agent.errors import InputError, ModelError
 from edge_agent.model.calibrate import DecodeMeter, InvokeCosts, measure_invokes
 from edge_agent.model.runtime import Model
 from edge_agent.model.sizing import Costs, WorkerPlan, plan_workers
@@ -92,8 +93,11 @@ class Staffing:
         invokes: InvokeCosts | None = None
         wide: Model | None = None
         if opts.auto:
-            invokes, wide = measure_invokes(crew.models[0], max(1, math.ceil(opts.budget)))
-            if wide is not None and not _scales(invokes):
+            try:
+                invokes, wide = measure_invokes(crew.models[0], max(1, math.ceil(opts.budget)))
+            except (ModelError, InputError) as exc:  # e.g. no memory for a second interpreter
+                log.error("%s: cannot size itself (%s); one interpreter serves", crew.name, exc)
+            if wide is not None and invokes is not None and not _scales(invokes):
                 wide = None  # not worth its memory: workers will run on one thread
         else:
             self._report(Sizing(_fixed_plan(opts), None, 0.0))

@@ -35,7 +35,7 @@ from edge_agent.sources.base import Item
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-TAKE_TIMEOUT = 0.1  # a worker waiting for a frame gives way this often (pause, stop)
+TAKE_TIMEOUT = 0.5  # a worker waiting for a frame gives way this often (pause, stop)
 PAUSE_TIMEOUT = 10.0  # a swap waits at most this long for the frames in flight
 
 Outputs = list[np.ndarray]
