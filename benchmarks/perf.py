@@ -2,22 +2,25 @@
 
     .venv/bin/python benchmarks/perf.py [--seconds N] [--json] [--strict]
 
-On MobileNetV2-224 int8 (models/bench) and 1280x720 JPEG frames made at start-up
-from tests/fixtures/images (cat_720p.jpg, parrot.jpg: crops, mirrors, light),
-or synthetic scenes when the fixtures are absent, it measures in one run:
+It measures in one run (camera_suite.py has the camera part):
 
-  1 ceiling      Model.infer on a ready uint8 tensor, the interpreter with the
-                 pipeline's thread count (auto: the cores its decoders leave; also
-                 shown on every core): frames/s, p50/p99; CPU per invoke and CPU
-                 per decode (the pipeline's ImagePreprocessor) with
-                 time.process_time in single-threaded loops, giving the CPU-bound limit =
-                 min(ceiling, cores / (CPU per invoke + CPU per decode))
-  2 naive        what a user writes: Pillow open, convert, resize, np.asarray, feed,
-                 invoke, paho publish of every result at QoS 1, one thread
-  3 camera       `edge-agent` in a child process: files source looping at fps 0,
-                 decode-ahead, inference, classification policy, outbox, MQTT to a
-                 throwaway mosquitto: frames/s, capture-to-decision p50/p99, CPU%,
-                 peak RSS (VmHWM)
+  1 camera       three models (MobileNetV2-224 int8 from models/bench, the uint8
+                 MobileNet v1 0.25-128 fixture quantized the TF1 way, the SSD
+                 MobileNet v1 COCO fixture run as a plain model) on 1280x720 and
+                 1920x1080 JPEGs made from tests/fixtures/images (cat_720p.jpg,
+                 parrot.jpg): `edge-agent` in a child process with auto sizing
+                 (files source looping at fps 0, decode-ahead, interpreter workers,
+                 policy, outbox, MQTT to a throwaway mosquitto), against the
+                 CPU-bound limit = cores / (CPU per invoke on one thread + CPU per
+                 decode) measured just before and after each run; ROUNDS rounds of
+                 every case, median and spread. At 1920x1080, also paced: a live
+                 camera (a `command` source) offering 10 frames/s: capture-to-
+                 decision p50/p99 and CPU per frame against decode + invoke alone
+  2 two          two MobileNetV2 camera pipelines in one agent: total frames/s
+                 against the same limit; and the naive baseline (Pillow open,
+                 convert, resize, invoke, paho publish of every result at QoS 1, one
+                 thread) against the MobileNetV2 720p pipeline
+  3 memory       peak RSS (VmHWM) of the one-pipeline MobileNetV2 runs
   4 sensor       the vibration model (window 64x3, hop 32) fed from a CSV replay at
                  full speed: windows/s, and the per-window cost beyond invoke()
   5 start-up     `edge-agent run` to the first event on the broker (and to the

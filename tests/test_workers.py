@@ -106,12 +106,16 @@ class Events:
 
 
 def camera(
-    tmp_path: Path, image: dict[str, Any], threads: int, source: dict[str, Any] | None = None
+    tmp_path: Path,
+    image: dict[str, Any],
+    threads: int,
+    runtime: str,
+    source: dict[str, Any] | None = None,
 ) -> tuple[Pipeline, Events]:
     config: dict[str, Any] = {
         "device_id": "d",
         "state_dir": str(tmp_path),
-        "runtime": {"num_threads": threads},
+        "runtime": {"runtime": runtime, "num_threads": threads},
         "pipelines": [
             {
                 "name": "cam",
@@ -146,12 +150,12 @@ def run_to_end(pipeline: Pipeline) -> None:
     ids=["2 workers", "3 workers", "auto"],
 )
 def test_workers_decide_what_one_interpreter_decides(
-    tmp_path: Path, image: dict[str, Any], threads: int
+    tmp_path: Path, image: dict[str, Any], threads: int, runtime_name: str
 ) -> None:
-    one, one_events = camera(tmp_path / "one", {"workers": 1, "decoders": 1}, 1)
+    one, one_events = camera(tmp_path / "one", {"workers": 1, "decoders": 1}, 1, runtime_name)
     assert one.crew is None  # everything configured, one worker: the plain path
     run_to_end(one)
-    many, many_events = camera(tmp_path / "many", image, threads)
+    many, many_events = camera(tmp_path / "many", image, threads, runtime_name)
     assert many.crew is not None
     run_to_end(many)
     assert len(one_events.decisions()) >= 4  # the samples change scene 4 times
@@ -165,9 +169,9 @@ def test_workers_decide_what_one_interpreter_decides(
 
 @pytest.mark.runtime
 def test_auto_sizing_reports_its_plan_and_the_numbers(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, runtime_name: str
 ) -> None:
-    pipeline, _ = camera(tmp_path, {}, 0)
+    pipeline, _ = camera(tmp_path, {}, 0, runtime_name)
     with caplog.at_level(logging.INFO, logger="edge_agent.pipeline.autosize"):
         run_to_end(pipeline)
     sizing = pipeline.sizing
@@ -189,13 +193,13 @@ def padded(extra: int) -> bytes:
 
 
 @pytest.mark.runtime
-def test_a_hot_swap_lands_on_every_worker(tmp_path: Path) -> None:
+def test_a_hot_swap_lands_on_every_worker(tmp_path: Path, runtime_name: str) -> None:
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(40):
         (frames / f"{i:03d}.jpg").write_bytes((FRAMES / f"frame_{i:03d}.jpg").read_bytes())
     source = {"kind": "files", "pattern": str(frames / "*.jpg"), "loop": True, "fps": 200}
-    pipeline, events = camera(tmp_path, {"workers": 2, "decoders": 1}, 1, source)
+    pipeline, events = camera(tmp_path, {"workers": 2, "decoders": 1}, 1, runtime_name, source)
     crew = pipeline.crew
     assert crew is not None
     stop = threading.Event()
@@ -204,7 +208,7 @@ def test_a_hot_swap_lands_on_every_worker(tmp_path: Path) -> None:
     try:
         with events.changed:
             assert events.changed.wait_for(lambda: len(events.payloads) >= 2, 30)
-        new = Model.load(padded(64), num_threads=1)
+        new = Model.load(padded(64), runtime=pipeline.model.runtime, num_threads=1)  # type: ignore[arg-type]
         pipeline.swap_model(new, ModelInfo("shapes", "2", new.sha256))
         after = list(crew.frames)
         swapped_at = len(events.payloads)
@@ -227,9 +231,9 @@ class Broken(Exception):
 
 @pytest.mark.runtime
 def test_a_failing_worker_costs_its_frame_not_the_pipeline(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, runtime_name: str
 ) -> None:
-    pipeline, events = camera(tmp_path, {"workers": 2, "decoders": 1}, 1)
+    pipeline, events = camera(tmp_path, {"workers": 2, "decoders": 1}, 1, runtime_name)
     crew = pipeline.crew
     assert crew is not None
 
@@ -248,9 +252,9 @@ def test_a_failing_worker_costs_its_frame_not_the_pipeline(
 
 @pytest.mark.runtime
 def test_when_every_worker_fails_the_pipeline_stops(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, runtime_name: str
 ) -> None:
-    pipeline, _ = camera(tmp_path, {"workers": 2, "decoders": 1}, 1)
+    pipeline, _ = camera(tmp_path, {"workers": 2, "decoders": 1}, 1, runtime_name)
     crew = pipeline.crew
     assert crew is not None
 

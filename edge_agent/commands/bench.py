@@ -4,26 +4,29 @@
 
 In one run, on the same frames:
 
-  ceiling          `Model.infer` on a ready uint8 tensor, one thread calling it,
-                   the interpreter with the pipeline's own thread count (auto:
-                   the cores its decoders leave, see edge_agent/sizing.py):
-                   frames/s, p50/p99 latency, and the process CPU time each
-                   invoke costs (`time.process_time`); then on every core, for
-                   comparison. Ceiling and decode are measured half before and
-                   half after the pipeline and taken together: a shared
-                   machine's speed drifts by several percent over a minute
+  invoke           `Model.infer` on a ready tensor, one thread calling it, the
+                   interpreter on one thread, then on every core: frames/s, p50,
+                   and the process CPU time each invoke costs (`time.process_time`)
   decode           the pipeline's own preprocessing (`ImagePreprocessor.prepare`:
                    JPEG draft decode, RGB, resize) in a single-threaded loop:
                    CPU seconds per frame
-  CPU-bound limit  min(ceiling, cores / (CPU per invoke + CPU per decode)): what a
-                   pipeline that wastes nothing could reach on this board
+  CPU-bound limit  cores / (CPU per invoke on one thread + CPU per decode): what a
+                   pipeline that wastes nothing could reach on this board, whatever
+                   threads and interpreter workers it uses
   pipeline         a real agent in a child process (files source looping over the
-                   frames at fps 0, decode-ahead, inference, classification
-                   policy, outbox, MQTT to a throwaway mosquitto when one is
-                   installed): frames/s, capture-to-decision p50/p99, CPU%, peak RSS
+                   frames at fps 0, auto sizing (the plan and the measurements
+                   behind it are printed), decode-ahead, interpreter workers,
+                   the policy, outbox, MQTT to a throwaway mosquitto when one is
+                   installed): frames/s and its ratio to the limit, CPU%, peak RSS
+  paced            the same agent behind a live camera (a `command` source that
+                   writes the frames at 10 fps, bench_live.py): capture-to-decision
+                   p50/p99 and CPU per frame, against decode + invoke alone
 
-The measurement functions are reused by `benchmarks/perf.py`, which adds the naive
-baseline, the sensor pipeline, start-up time and bandwidth.
+The baselines are measured half before and half after the pipeline runs and taken
+together: a shared machine's speed drifts by several percent over a minute.
+The measurement functions are reused by `benchmarks/perf.py`, which adds three
+models at two frame sizes, rounds, two pipelines at once, the naive baseline, the
+sensor pipeline, start-up time and bandwidth.
 """
 
 from __future__ import annotations
