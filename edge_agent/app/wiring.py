@@ -17,12 +17,13 @@ from edge_agent.config.kinds import CAMERA_KINDS
 from edge_agent.errors import ConfigError, EdgeAgentError, ModelError
 from edge_agent.model.labels import align_labels, read_labels
 from edge_agent.model.runtime import Model, default_threads
-from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
+from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, core_budget, plan_threads
 from edge_agent.mqtt.emitter import Delivery, Emitter
 from edge_agent.mqtt.outbox import NewEvent, Outbox
 from edge_agent.mqtt.payloads import ModelInfo, Topics
 from edge_agent.mqtt.publisher import MqttOptions
 from edge_agent.mqtt.sink import MessageSink
+from edge_agent.pipeline.autosize import WorkerOptions
 from edge_agent.pipeline.drift import DriftMonitor
 from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.pipeline.runner import DriftWatch, ImageOptions, Pipeline
@@ -89,17 +90,39 @@ def _path(value: Path | None) -> str | None:
 
 
 def thread_plan(settings: cfg.Settings, p: cfg.PipelineSettings, model: Path | bytes) -> ThreadPlan:
-    """The pipeline's interpreter and decoder threads (sizing.py says why)."""
+    """The threads a pipeline's model is loaded with, and its decoders. A camera
+    pipeline on auto starts on one thread and one decoder and sizes itself from
+    measurements (edge_agent/pipeline/autosize.py); a sensor pipeline's model is
+    sized by its file size (sizing.py says why)."""
+    if is_camera(p):
+        return ThreadPlan(settings.runtime.num_threads or 1, p.image.decoders or 1)
     try:
         size = len(model) if isinstance(model, bytes) else model.stat().st_size
     except OSError:
         size = SMALL_MODEL_BYTES  # Model.load will say what is wrong with the file
     return plan_threads(
         default_threads(),
-        camera=is_camera(p),
+        camera=False,
         model_bytes=size,
         interpreter=settings.runtime.num_threads,
         decoders=p.image.decoders,
+    )
+
+
+def worker_options(settings: cfg.Settings, p: cfg.PipelineSettings) -> WorkerOptions | None:
+    """A camera pipeline's interpreter workers; None when everything is configured
+    and there is one worker (the pipeline's own thread runs the model). Camera
+    pipelines split the board's cores between them."""
+    rt, image = settings.runtime, p.image
+    workers = image.workers or (1 if rt.delegate else 0)  # one accelerator, one interpreter
+    if not is_camera(p) or (workers == 1 and rt.num_threads and image.decoders):
+        return None
+    cameras = sum(is_camera(q) for q in settings.pipelines)
+    return WorkerOptions(
+        workers=workers,
+        threads=rt.num_threads,
+        decoders=image.decoders,
+        budget=core_budget(default_threads(), cameras),
     )
 
 
@@ -201,7 +224,13 @@ def build_pipeline(
     model, info, labels = load_model(settings, p, store, keys)
     decoders = thread_plan(settings, p, p.model).decoders
     image = (
-        ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels, decoders)
+        ImageOptions(
+            p.image.resize,
+            p.image.draft,
+            p.image.max_pixels,
+            decoders,
+            crew=worker_options(settings, p),
+        )
         if is_camera(p)
         else None
     )

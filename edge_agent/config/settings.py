@@ -209,8 +209,9 @@ class RuntimeSettings(Strict):
         0,
         ge=0,
         le=256,
-        description="interpreter threads; 0 = auto: 1 for models under 1 MB, else the cores "
-        "left by a camera pipeline's decoders (all cores for a sensor pipeline)",
+        description="interpreter threads (per worker in a camera pipeline); 0 = auto: a camera "
+        "pipeline measures its model at start (see image.workers); a sensor pipeline gets 1 "
+        "for models under 1 MB, else every core",
     )
     delegate: str | None = Field(None, description="delegate library, e.g. libedgetpu.so.1")
 
@@ -359,8 +360,16 @@ class ImageSettings(Strict):
         0,
         ge=0,
         le=8,
-        description="threads decoding frames ahead of the model; 0 = auto: 1 per 4 cores, "
-        "at least 1",
+        description="threads decoding frames ahead of the model; 0 = auto: the cores the "
+        "measured decode cost needs, at least 1",
+    )
+    workers: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="interpreter instances running consecutive frames (one model copy each); "
+        "0 = auto: measured at start, more than 1 when the model does not speed up with "
+        "threads and has more than a core's worth of work",
     )
 
 
