@@ -106,3 +106,7 @@ class TamperedError(DecryptError):
 
 class TruncatedError(DecryptError):
     """An encrypted file shorter than its header says."""
+
+
+class UploadError(EdgeAgentError):
+    """A captured sample could not be sent to the sample server: kept, retried later."""

@@ -19,6 +19,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings.exceptions import SettingsError
 
 from edge_agent.config.kinds import SOURCE_KINDS
+from edge_agent.config.loop import (
+    CaptureSettings,
+    FeedbackSettings,
+    SamplesSettings,
+    ShadowSettings,
+)
 from edge_agent.config.sources import ENV_PREFIX, Origin, loading_sources, reading
 from edge_agent.errors import ConfigError
 
@@ -376,6 +382,9 @@ class PipelineSettings(Strict):
     policy: PolicySettings
     drift: DriftSettings = DriftSettings()
     qos: Qos | None = Field(None, description="default: mqtt.qos")
+    capture: CaptureSettings = CaptureSettings()
+    shadow: ShadowSettings | None = None
+    feedback: FeedbackSettings = FeedbackSettings()
 
 
 class Settings(BaseSettings):
@@ -393,6 +402,7 @@ class Settings(BaseSettings):
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    samples: SamplesSettings = SamplesSettings()
     pipelines: list[PipelineSettings] = Field(min_length=1)
 
     @classmethod

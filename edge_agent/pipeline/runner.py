@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -50,6 +50,15 @@ class DriftWatch:
     seen: int = 0
 
 
+class Tap(Protocol):
+    """Sees every inference after its decision (sample capture, shadow, feedback);
+    must be quick and must not raise."""
+
+    def observed(
+        self, item: Item, scores: np.ndarray, decision: Decision | None, model: ModelInfo
+    ) -> None: ...
+
+
 class PipelineStats:
     """Counters for the state payload, telemetry and the demo summary."""
 
@@ -87,6 +96,7 @@ class Pipeline:
         self._on_progress = on_progress
         self._drift = drift
         self._since: float | None = None
+        self.tap: Tap | None = None  # set by the composition root when the loop is on
         self._swap_lock = threading.Lock()
         self._install(model, model_info)
 
@@ -225,6 +235,8 @@ class Pipeline:
             return None
         if decision is not None:
             self._publish(decision, item.captured)
+        if self.tap is not None:
+            self.tap.observed(item, outputs[0], decision, self.model_info)
         return decision
 
     @property
