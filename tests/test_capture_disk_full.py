@@ -64,7 +64,7 @@ capture = {{ enabled = true, every = 1, per_hour = 1000 }}
             capture_output=True,
             text=True,
             timeout=120,
-            preexec_fn=limited_files,  # noqa: PLW1509 - only setrlimit, before exec
+            preexec_fn=limited_files,
             check=False,
         )
         assert done.returncode == 0, done.stderr[-2000:]

@@ -150,12 +150,14 @@ def test_capture_shadow_and_feedback_in_the_daemon(
     assert accuracy[0]["score"] < 0.5 <= accuracy[1]["score"]
     assert accuracy[0]["worst"] == "3"  # the model version it was measured on
 
-    shadow = [m for m in subscriber.on("/cam/shadow")][-1]
+    shadow = list(subscriber.on("/cam/shadow"))[-1]
     assert shadow.qos == 0
     report = shadow.json()
-    assert report["serving"]["version"] == "3" and report["shadow"]["version"] == "9"
+    assert report["serving"]["version"] == "3"
+    assert report["shadow"]["version"] == "9"
     assert report["agreement"] == 0.0  # ImageNet and shapes labels share no name
-    assert report["latency_ms"]["serving"] > 0 and report["latency_ms"]["shadow"] > 0
+    assert report["latency_ms"]["serving"] > 0
+    assert report["latency_ms"]["shadow"] > 0
     assert (report["state"], report["errors"]) == ("running", 0)
 
     cam = snap["pipelines"]["cam"]
@@ -169,7 +171,8 @@ def test_capture_shadow_and_feedback_in_the_daemon(
     assert len(wrong) == 5
     frames = {p.read_bytes() for p in FRAMES.glob("*.jpg")}
     for side in kept:
-        assert side["device"] == "dev1" and side["model"]["version"] == "3"
+        assert side["device"] == "dev1"
+        assert side["model"]["version"] == "3"
         assert (tmp_path / "state" / "samples" / side["input"]).read_bytes() in frames
     for side in wrong:
         assert side["truth"] == "not-" + side["decision"]["state"]

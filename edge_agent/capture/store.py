@@ -138,16 +138,22 @@ class SampleStore:
 
     def entries(self) -> list[Entry]:
         """Complete samples, oldest first (read from the disk)."""
-        found = []
-        for side in sorted(self.directory.glob(f"*{SIDECAR}")):
-            stem = side.name[: -len(SIDECAR)]
-            inputs = [p for p in self.directory.glob(f"{stem}.*") if p.suffix != SIDECAR]
-            try:
-                size = side.stat().st_size + sum(p.stat().st_size for p in inputs)
-            except OSError:  # removed meanwhile
-                continue
-            found.append(Entry(stem, side, inputs[0] if inputs else None, size))
-        return found
+        return scan(self.directory)
+
+
+def scan(directory: Path) -> list[Entry]:
+    """The complete samples in `directory`, oldest first; only reads (safe beside a
+    running daemon)."""
+    found = []
+    for side in sorted(directory.glob(f"*{SIDECAR}")):
+        stem = side.name[: -len(SIDECAR)]
+        inputs = [p for p in directory.glob(f"{stem}.*") if p.suffix != SIDECAR]
+        try:
+            size = side.stat().st_size + sum(p.stat().st_size for p in inputs)
+        except OSError:  # removed meanwhile
+            continue
+        found.append(Entry(stem, side, inputs[0] if inputs else None, size))
+    return found
 
 
 def read_sidecar(entry: Entry) -> dict[str, Any] | None:
