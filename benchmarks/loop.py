@@ -6,8 +6,12 @@ them (target >= 0.9x), and the CPU a captured sample costs.
     .venv/bin/python benchmarks/loop.py --seconds 10 --rounds 5
 
 Each round runs both variants in child agents (the same `measure_pipeline` as
-`edge-agent bench`), alternately, against one throwaway mosquitto; the round with
-the median ratio is reported (this VM's speed swings within a minute). The CPU per
+`edge-agent bench`), alternately, against one throwaway mosquitto. Reported: the
+median wall-clock fps ratio, and the ratio of the median CPU time per frame, which
+is what the target is checked on: on a shared VM the wall-clock rate of the same
+run swings 2x, while CPU per frame holds (a CPU-bound board's fps is cores / CPU
+per frame). Serving: MobileNetV2 224 int8 on 1280x720 JPEGs; shadow: MobileNetV1
+0.25 128 (the test fixture), so the shadow also decodes each of its frames again. The CPU per
 captured sample is measured in this process on the writer alone (encode, two
 atomic writes with fsync, eviction check), with the tap's per-inference cost.
 """
@@ -68,6 +72,8 @@ def pipeline_rounds(
         kept = len(list((state / "samples").glob("*.json")))
         results.append(
             {
+                "base_cpu_ms_per_frame": 1000 * base.cpu / base.items,
+                "loop_cpu_ms_per_frame": 1000 * loop.cpu / loop.items,
                 "base_fps": base.rate,
                 "loop_fps": loop.rate,
                 "ratio": loop.rate / base.rate,
@@ -83,7 +89,16 @@ def pipeline_rounds(
             file=sys.stderr,
         )
     median = sorted(results, key=lambda r: r["ratio"])[len(results) // 2]
-    return {"rounds": results, "median": median}
+    base_cpu = statistics.median(r["base_cpu_ms_per_frame"] for r in results)
+    loop_cpu = statistics.median(r["loop_cpu_ms_per_frame"] for r in results)
+    # On a shared VM the wall-clock rate swings 2x between runs of the same thing;
+    # CPU per frame does not, and on a CPU-bound board fps is cores / CPU per frame.
+    return {
+        "rounds": results,
+        "median_wall_ratio": round(median["ratio"], 3),
+        "cpu_ms_per_frame": {"without": round(base_cpu, 3), "with": round(loop_cpu, 3)},
+        "cpu_ratio": round(base_cpu / loop_cpu, 3),
+    }
 
 
 def capture_costs(work: Path, frames: list[bytes], count: int = 200) -> dict[str, float]:
@@ -136,7 +151,7 @@ def main() -> int:
             runs = pipeline_rounds(
                 work, port, str(paths[0].parent / "*.jpg"), args.seconds, args.rounds
             )
-    report = {**runs, **costs, "target": 0.9, "passed": runs["median"]["ratio"] >= 0.9}
+    report = {**runs, **costs, "target": 0.9, "passed": runs["cpu_ratio"] >= 0.9}
     print(json.dumps(report, indent=2))
     return 0 if report["passed"] else 1
 
