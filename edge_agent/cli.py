@@ -16,6 +16,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.commands.encrypt import add_model_encrypt_command
+from edge_agent.commands.fleet import add_fleet_commands
 from edge_agent.commands.keys import add_keys_commands
 from edge_agent.commands.manifest import add_manifest_commands
 from edge_agent.commands.samples import add_samples_commands
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_manifest_commands(commands)
     add_keys_commands(commands)
     add_model_encrypt_command(commands)
+    add_fleet_commands(commands)
     add_samples_commands(commands)
     _add_bench_command(commands)
     return parser

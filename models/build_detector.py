@@ -29,6 +29,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 import tensorflow as tf
+from detect_check import (
+    DEMO_DIR,
+    LABELS_FILE,
+    Detection,
+    demo_frames,
+    evaluate,
+    print_table,
+)
+from PIL import Image
+from tensorflow.lite.python.util import modify_model_io_type
+
 from build import (
     FRAME_SIZE,
     MODELS_DIR,
@@ -40,16 +51,6 @@ from build import (
     write_bytes,
     write_lines,
 )
-from detect_check import (
-    DEMO_DIR,
-    LABELS_FILE,
-    Detection,
-    demo_frames,
-    evaluate,
-    print_table,
-)
-from PIL import Image
-from tensorflow.lite.python.util import modify_model_io_type
 
 DET_SEED = 20240602
 TRAIN_SEED, HELDOUT_SEED, DEMO_SEED = 11, 12, 13
