@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.app import model_kinds, telemetry, wiring
+from edge_agent.app import loop_wiring, model_kinds, telemetry, wiring
 from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
 from edge_agent.app.statelock import StateDirLock
 from edge_agent.app.supervision import Supervisor
@@ -96,6 +96,8 @@ class Agent:
         self.store = self._build_store()
         self.keys = self._build_keys()
         self.pipelines = self._build_pipelines()
+        # Sample capture, shadow models, feedback: hooked into the pipelines, or nothing.
+        self.loop = loop_wiring.build_loop(settings, self.pipelines, self.publisher)
         self.updater = self._build_updater()
         self.discovery = self._build_discovery()
         self.threads = Supervisor(self.heartbeats)  # by name
@@ -206,6 +208,7 @@ class Agent:
         watched = self._delivery_stop
         self.threads.start("delivery", self.dispatcher.run, watched, stop=watched)
         self.threads.start("outbox-writer", self.writer.run, watched, stop=watched)
+        self.loop.start(self.threads, watched)
         for pipeline in self.pipelines:
             self.heartbeats.register(pipeline.name)  # pipelines beat for themselves
             self.threads.start(PIPELINE + pipeline.name, self._run_pipeline, pipeline, stop)
@@ -239,9 +242,13 @@ class Agent:
 
     def telemetry_snapshot(self) -> dict[str, Any]:
         """The telemetry payload; /metrics shows the same numbers."""
-        return telemetry.snapshot(
+        snap = telemetry.snapshot(
             self.settings.device_id, self.pipelines, self.outbox.stats(), self.started, time.time()
         )
+        samples = self.loop.snapshot()
+        if samples is not None:
+            snap["samples"] = samples
+        return snap
 
     def _start_telemetry(self) -> None:
         """Stopped with the delivery threads, before the publisher says offline."""

@@ -27,6 +27,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings.exceptions import SettingsError
 
 from edge_agent.config.kinds import SOURCE_KINDS
+from edge_agent.config.loop import (
+    CaptureSettings,
+    FeedbackSettings,
+    SamplesSettings,
+    ShadowSettings,
+)
 from edge_agent.config.sources import ENV_PREFIX, Origin, loading_sources, reading
 from edge_agent.config.zones import parse_lines, parse_zones
 from edge_agent.errors import ConfigError
@@ -548,6 +554,9 @@ class PipelineSettings(Strict):
     policy: PolicySettings
     drift: DriftSettings = DriftSettings()
     qos: Qos | None = Field(None, description="default: mqtt.qos")
+    capture: CaptureSettings = CaptureSettings()
+    shadow: ShadowSettings | None = None
+    feedback: FeedbackSettings = FeedbackSettings()
 
     @model_validator(mode="after")
     def _parts_fit(self) -> PipelineSettings:
@@ -582,6 +591,7 @@ class Settings(BaseSettings):
     homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    samples: SamplesSettings = SamplesSettings()
     pipelines: list[PipelineSettings] = Field(min_length=1)
 
     @classmethod

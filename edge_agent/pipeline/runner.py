@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -53,6 +53,15 @@ class DriftWatch:
     every: int = 10
     classes: int = 0  # the model's class count; 0: its output is not class scores
     seen: int = 0
+
+
+class Tap(Protocol):
+    """Sees every inference after its decision (sample capture, shadow, feedback);
+    must be quick and must not raise."""
+
+    def observed(
+        self, item: Item, scores: np.ndarray, decision: Decision | None, model: ModelInfo
+    ) -> None: ...
 
 
 class PipelineStats:
@@ -99,6 +108,7 @@ class Pipeline:
         self._on_progress = on_progress
         self._drift = drift
         self._since: float | None = None
+        self.tap: Tap | None = None  # set by the composition root when the loop is on
         self._swap_lock = threading.Lock()
         self._staffing: Staffing | None = None
         self._model: Model | None = None
@@ -308,6 +318,8 @@ class Pipeline:
             return None
         if decision is not None:
             self._publish(decision, item.captured)
+        if self.tap is not None:
+            self.tap.observed(item, outputs[0], decision, self.model_info)
         return decision
 
     @property
