@@ -21,17 +21,16 @@ from pathlib import Path
 
 from edge_agent.devtools.bench import (
     Baselines,
-    LoopStats,
     Paced,
     PipelineRun,
     bench_policy,
     camera_config,
-    make_frames,
     measure_baselines,
     measure_paced,
     measure_pipeline,
 )
 from edge_agent.devtools.bench_live import PACED_FPS
+from edge_agent.devtools.measure import LoopStats, make_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -34,7 +34,8 @@ from edge_agent.capture.rules import CaptureRules, RuleOptions
 from edge_agent.capture.store import SampleStore, StoreOptions
 from edge_agent.capture.tap import Tap
 from edge_agent.capture.writer import CaptureWriter, Pending
-from edge_agent.devtools.bench import camera_config, local_broker, make_frames, measure_pipeline
+from edge_agent.devtools.bench import camera_config, local_broker, measure_pipeline
+from edge_agent.devtools.measure import make_frames
 from edge_agent.mqtt.payloads import Decision, ModelInfo
 from edge_agent.sources.base import Frame
 

@@ -74,14 +74,7 @@ from PIL import Image
 
 from edge_agent.app import wiring
 from edge_agent.config.settings import load_settings
-from edge_agent.devtools.bench import (
-    LoopStats,
-    PipelineRun,
-    local_broker,
-    measure_pipeline,
-    planned_threads,
-    timed_loop,
-)
+from edge_agent.devtools.bench import PipelineRun, local_broker, measure_pipeline, planned_threads
 from edge_agent.devtools.bench_detect import (
     Overhead,
     model_overhead,
@@ -89,6 +82,7 @@ from edge_agent.devtools.bench_detect import (
     run_detection,
     targets_met,
 )
+from edge_agent.devtools.measure import LoopStats, timed_loop
 from edge_agent.errors import ConfigError
 from edge_agent.model.runtime import BACKEND_MODULES, Model, default_threads, resolve_backend
 from edge_agent.mqtt.outbox import Outbox

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edge_agent.devtools.bench import LoopStats, cpu_bound_limit, make_frames
+from edge_agent.devtools.measure import LoopStats, cpu_bound_limit, make_frames
 
 pytestmark = pytest.mark.integration
 

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from edge_agent.capture.store import Entry, SampleStore, read_sidecar
 from edge_agent.errors import UploadError
-from edge_agent.sources.pacing import Backoff
+from edge_agent.util.backoff import Backoff, BackoffOptions
 from edge_agent.util.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ class Uploader:
         self.device = device
         self.stats = UploadStats()
         self._put = put
-        self._backoff = Backoff(first=options.retry_min, cap=options.retry_max)
+        self._backoff = Backoff(
+            BackoffOptions(options.retry_min, options.retry_max, jitter="equal")
+        )
 
     def url_for(self, pipeline: str, name: str) -> str:
         return self.options.url.format(
