@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.app import loop_wiring, model_kinds, telemetry, wiring
+from edge_agent.app import loop_wiring, model_kinds, mqtt_wiring, telemetry, wiring
 from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
 from edge_agent.app.statelock import StateDirLock
 from edge_agent.app.supervision import Supervisor
@@ -86,7 +86,7 @@ class Agent:
     def _build(self, settings: cfg.Settings, notifier: Notifier | None) -> None:
         self.notifier = notifier if notifier is not None else Notifier(None)  # systemd
         self.heartbeats = Heartbeats()  # pipelines beat; the watchdog pings while all do
-        self.publisher = MqttPublisher(wiring.mqtt_options(settings))
+        self.publisher = MqttPublisher(mqtt_wiring.mqtt_options(settings))
         self.outbox = wiring.build_outbox(settings)
         self.dispatcher = Dispatcher(self.outbox, self.publisher, window=settings.outbox.inflight)
         self.writer = OutboxWriter(
@@ -129,7 +129,7 @@ class Agent:
             return None
         from edge_agent.app import update_wiring  # noqa: PLC0415
 
-        topics = wiring.topics_for(self.settings)
+        topics = mqtt_wiring.topics_for(self.settings)
 
         def publish(status: dict[str, Any]) -> None:
             self.publisher.publish(topics.update, encode(status), qos=1, retain=True)
@@ -254,7 +254,7 @@ class Agent:
         """Stopped with the delivery threads, before the publisher says offline."""
         t = self.settings.telemetry
         if t.interval > 0:
-            topic = wiring.topics_for(self.settings).telemetry
+            topic = mqtt_wiring.topics_for(self.settings).telemetry
 
             def publish(payload: bytes) -> None:
                 self.publisher.publish(topic, payload, qos=0)  # a lost sample: the next one

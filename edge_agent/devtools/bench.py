@@ -184,15 +184,15 @@ class _Mark:
 def _instrument(pipeline: Any, latencies: list[float]) -> None:
     """Record, for every input the pipeline decides on, the seconds from its capture
     (the source's read) to the end of the policy's decision."""
-    decide = pipeline._decide
+    conclude = pipeline._conclude
 
-    def timed(item: Any, tensor: Any, outputs: Any) -> Any:
-        decision = decide(item, tensor, outputs)
+    def timed(item: Any, prepared: Any, outputs: Any) -> Any:
+        decision = conclude(item, prepared, outputs)
         latencies.append(time.time() - item.captured)
         return decision
 
     # Instance hooks: the pipeline's code stays as it is.
-    setattr(pipeline, "_decide", timed)  # noqa: B010
+    setattr(pipeline, "_conclude", timed)  # noqa: B010
     if pipeline._staffing is not None:  # interpreter workers call it directly
         pipeline._staffing.crew._decide = timed
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from edge_agent.app import wiring
+from edge_agent.app import source_wiring
 from edge_agent.config.kinds import CAMERA_KINDS, SENSOR_KINDS, SOURCE_KINDS
 from edge_agent.sources.pacing import Pacer
 from edge_agent.util.backoff import Backoff, BackoffOptions
@@ -80,4 +80,4 @@ def test_backoff_wait_returns_false_once_stopped() -> None:
 
 def test_one_list_of_kinds_and_a_builder_for_each() -> None:
     assert set(CAMERA_KINDS).isdisjoint(SENSOR_KINDS)
-    assert set(wiring._SOURCE_BUILDERS) == set(SOURCE_KINDS)
+    assert set(source_wiring._SOURCE_BUILDERS) == set(SOURCE_KINDS)
