@@ -20,7 +20,7 @@ from edge_agent.errors import EdgeAgentError, exit_code
 from edge_agent.util.logs import configure
 
 # In the order `edge-agent --help` lists them.
-COMMANDS = ("model", "daemon", "demo", "manifest", "keys", "encrypt", "fleet", "bench")
+COMMANDS = ("model", "daemon", "demo", "manifest", "keys", "encrypt", "fleet", "samples", "bench")
 
 Handler = Callable[[argparse.Namespace], int]
 

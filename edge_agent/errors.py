@@ -121,6 +121,10 @@ class TruncatedError(DecryptError):
     """An encrypted file shorter than its header says."""
 
 
+class UploadError(EdgeAgentError):
+    """A captured sample could not be sent to the sample server: kept, retried later."""
+
+
 def exit_code(exc: BaseException) -> int:
     """The exit code for an error that ends a command."""
     if isinstance(exc, ConfigError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from edge_agent.devtools.bench import LoopStats, cpu_bound_limit, make_frames
+from edge_agent.devtools.measure import LoopStats, cpu_bound_limit, make_frames
 
 pytestmark = pytest.mark.integration
 
@@ -33,22 +33,31 @@ def test_bench_reports_positive_numbers() -> None:
     child = bench("--seconds", "1", "--json")
     assert child.returncode == 0, child.stderr
     report = json.loads(child.stdout)
+    base, pipeline, paced = report["base"], report["pipeline"], report["paced"]
     figures = {
-        "ceiling fps": report["ceiling"]["fps"],
-        "ceiling p50": report["ceiling"]["p50_ms"],
-        "ceiling p99": report["ceiling"]["p99_ms"],
-        "CPU per invoke": report["ceiling"]["cpu_ms_per_invoke"],
-        "CPU per decode": report["decode"]["cpu_ms_per_frame"],
+        "invoke fps, 1 thread": base["invoke_1"]["fps"],
+        "invoke p50, 1 thread": base["invoke_1"]["p50_ms"],
+        "CPU per invoke, 1 thread": base["invoke_1"]["cpu_ms"],
+        "CPU per invoke, every core": base["invoke_all"]["cpu_ms"],
+        "CPU per decode": base["decode"]["cpu_ms"],
         "CPU-bound limit": report["limit_fps"],
-        "pipeline fps": report["pipeline"]["fps"],
-        "pipeline p50": report["pipeline"]["p50_ms"],
-        "pipeline CPU%": report["pipeline"]["cpu_percent"],
-        "peak RSS": report["pipeline"]["peak_rss_mb"],
+        "pipeline fps": pipeline["fps"],
+        "pipeline p50": pipeline["p50_ms"],
+        "pipeline CPU%": pipeline["cpu_percent"],
+        "peak RSS": pipeline["peak_rss_mb"],
         "pipeline / limit": report["pipeline_vs_limit"],
-        "pipeline / ceiling": report["pipeline_vs_ceiling"],
+        "paced p50": paced["run"]["p50_ms"],
+        "paced p50 ratio": paced["p50_ratio"],
+        "paced CPU per frame": paced["cpu_ms_per_frame"],
+        "decode + invoke alone": paced["alone_ms"],
     }
     assert {name: value for name, value in figures.items() if not value > 0} == {}
-    assert report["pipeline"]["items"] > 0
+    assert pipeline["items"] > 0
+    assert paced["run"]["items"] > 0
+    sizing = pipeline["sizing"][0]  # auto: the plan and the measurements behind it
+    assert sizing["workers"] >= 1
+    assert sizing["costs"]["decode"] > 0
+    assert "measured: invoke" in sizing["described"]
 
 
 def test_frames_that_match_nothing_are_a_usage_error(tmp_path: Path) -> None:
@@ -63,9 +72,10 @@ def test_made_frames_are_720p_jpegs(tmp_path: Path) -> None:
     assert all(Image.open(p).format == "JPEG" for p in paths)
 
 
-def test_the_cpu_bound_limit_never_exceeds_the_ceiling() -> None:
-    ceiling = LoopStats(items=100, wall=1.0, cpu=0.2, p50_ms=1, p99_ms=2)  # 100/s, 2 ms CPU
+def test_the_cpu_bound_limit_is_the_cores_over_the_cpu_per_frame() -> None:
+    invoke = LoopStats(items=100, wall=1.0, cpu=0.2, p50_ms=1, p99_ms=2)  # 2 ms CPU
     cheap = LoopStats(items=100, wall=0.1, cpu=0.1, p50_ms=1, p99_ms=1)  # 1 ms CPU
     dear = LoopStats(items=100, wall=3.0, cpu=3.0, p50_ms=30, p99_ms=30)  # 30 ms CPU
-    assert cpu_bound_limit(ceiling, cheap, cores=2) == 100.0
-    assert cpu_bound_limit(ceiling, dear, cores=2) == pytest.approx(2 / 0.032)
+    # Not capped by one interpreter's rate (100/s here): workers can run several.
+    assert cpu_bound_limit(invoke, cheap, cores=2) == pytest.approx(2 / 0.003)
+    assert cpu_bound_limit(invoke, dear, cores=2) == pytest.approx(2 / 0.032)

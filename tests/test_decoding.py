@@ -69,3 +69,27 @@ def test_stop_ends_the_workers_even_when_nobody_takes() -> None:
     stop.set()
     ahead.join(3)
     assert not any(t.is_alive() for t in ahead._threads)
+
+
+@pytest.mark.parametrize(("first", "then"), [(1, 3), (3, 1), (2, 2)])
+def test_resizing_the_decoders_keeps_the_order(first: int, then: int) -> None:
+    source = Counting(300)
+    stop = threading.Event()
+    decoded_by: dict[int, str] = {}
+
+    def prepare(item: Item) -> np.ndarray | None:
+        assert isinstance(item, Frame)
+        decoded_by[int(item.data)] = threading.current_thread().name
+        return slow_prepare(item)
+
+    ahead = DecodeAhead(source.read, prepare, workers=first)
+    ahead.start(stop)
+    seen = [int(ahead.take(timeout=5)[1][0]) for _ in range(20)]  # type: ignore[index]
+    ahead.resize(then)
+    seen += collect(ahead)
+    stop.set()
+    ahead.join(5)
+    assert seen == [i for i in range(300) if i % 7 != 3]
+    late = {decoded_by[i] for i in range(200, 300)}  # long after the resize
+    assert late == {f"decode-{i}" for i in range(then)}
+    assert sum(t.is_alive() for t in ahead._threads) == 0

@@ -13,7 +13,7 @@ from typing import Any, get_args
 
 import pytest
 
-from edge_agent.app.wiring import mqtt_options
+from edge_agent.app.mqtt_wiring import mqtt_options
 from edge_agent.config.kinds import CAMERA_KINDS, SENSOR_KINDS
 from edge_agent.config.settings import (
     CameraSource,

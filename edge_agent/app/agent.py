@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.app import model_kinds, telemetry, wiring
+from edge_agent.app import loop_wiring, model_kinds, mqtt_wiring, telemetry, wiring
 from edge_agent.app.fleet_wiring import FleetPresence
 from edge_agent.app.sdnotify import Heartbeats, Notifier, Watchdog
 from edge_agent.app.statelock import StateDirLock
@@ -87,7 +87,7 @@ class Agent:
     def _build(self, settings: cfg.Settings, notifier: Notifier | None) -> None:
         self.notifier = notifier if notifier is not None else Notifier(None)  # systemd
         self.heartbeats = Heartbeats()  # pipelines beat; the watchdog pings while all do
-        self.publisher = MqttPublisher(wiring.mqtt_options(settings))
+        self.publisher = MqttPublisher(mqtt_wiring.mqtt_options(settings))
         self.outbox = wiring.build_outbox(settings)
         self.dispatcher = Dispatcher(self.outbox, self.publisher, window=settings.outbox.inflight)
         self.writer = OutboxWriter(
@@ -98,6 +98,8 @@ class Agent:
         self.keys = self._build_keys()
         self.pipelines = self._build_pipelines()
         self.fleet = FleetPresence(settings, self.publisher, self.pipelines, self.store)
+        # Sample capture, shadow models, feedback: hooked into the pipelines, or nothing.
+        self.loop = loop_wiring.build_loop(settings, self.pipelines, self.publisher)
         self.updater = self._build_updater()
         self.discovery = self._build_discovery()
         self.threads = Supervisor(self.heartbeats)  # by name
@@ -129,7 +131,7 @@ class Agent:
             return None
         from edge_agent.app import update_wiring  # noqa: PLC0415
 
-        topics = wiring.topics_for(self.settings)
+        topics = mqtt_wiring.topics_for(self.settings)
 
         def publish(status: dict[str, Any]) -> None:
             payload = encode(status)
@@ -211,6 +213,7 @@ class Agent:
         watched = self._delivery_stop
         self.threads.start("delivery", self.dispatcher.run, watched, stop=watched)
         self.threads.start("outbox-writer", self.writer.run, watched, stop=watched)
+        self.loop.start(self.threads, watched)
         for pipeline in self.pipelines:
             self.heartbeats.register(pipeline.name)  # pipelines beat for themselves
             self.threads.start(PIPELINE + pipeline.name, self._run_pipeline, pipeline, stop)
@@ -244,15 +247,19 @@ class Agent:
 
     def telemetry_snapshot(self) -> dict[str, Any]:
         """The telemetry payload; /metrics shows the same numbers."""
-        return telemetry.snapshot(
+        snap = telemetry.snapshot(
             self.settings.device_id, self.pipelines, self.outbox.stats(), self.started, time.time()
         )
+        samples = self.loop.snapshot()
+        if samples is not None:
+            snap["samples"] = samples
+        return snap
 
     def _start_telemetry(self) -> None:
         """Stopped with the delivery threads, before the publisher says offline."""
         t = self.settings.telemetry
         if t.interval > 0:
-            topic = wiring.topics_for(self.settings).telemetry
+            topic = mqtt_wiring.topics_for(self.settings).telemetry
 
             def publish(payload: bytes) -> None:
                 self.publisher.publish(topic, payload, qos=0)  # a lost sample: the next one

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
-from edge_agent.app.wiring import topics_for
+from edge_agent.app.mqtt_wiring import topics_for
 from edge_agent.config import settings as cfg
 from edge_agent.mqtt.fleetinfo import Board, info_payload, info_topic, read_board
 from edge_agent.mqtt.payloads import encode

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge_agent.app import wiring
+from edge_agent.app import mqtt_wiring, wiring
 from edge_agent.config import settings as cfg
 from edge_agent.errors import EdgeAgentError
 from edge_agent.update.protocols import Opener
@@ -36,7 +36,7 @@ def problems(settings: cfg.Settings) -> list[str]:
     for p in settings.pipelines:
         found.extend(_pipeline_problems(settings, p, keys))
     try:
-        options = wiring.mqtt_options(settings)  # reads password_file
+        options = mqtt_wiring.mqtt_options(settings)  # reads password_file
         if options.tls is not None:
             mqtt_tls_context(options.tls)  # reads the CA, certificate and key
     except EdgeAgentError as exc:

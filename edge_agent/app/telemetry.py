@@ -26,6 +26,9 @@ The payload (compact JSON; `null` where a value cannot be known or read):
     (topics and payloads); `bandwidth_ratio`: in / out, one decimal.
   - `model`: `{"name", "version", "sha256"}` (first 12 hex digits).
   - `drift`: the input drift status, or null where not measured.
+  - `capture`, `shadow`, `accuracy`: only where configured (README "Closing the loop").
+- `samples`: the captured-sample store, where capture is on: `kept`, `bytes`,
+  `queued`, `written`, `dropped`, `failed`, `evicted`, `uploaded`, `stopped`.
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ def pipeline_metrics(pipeline: Pipeline) -> dict[str, Any]:
         "bandwidth_ratio": state["bandwidth_ratio"],
         "model": state["model"],
         "drift": getattr(pipeline, "drift_status", None),
+        # `capture`, `shadow`, `accuracy` where the loop is on (README "Closing the loop")
+        **getattr(getattr(pipeline, "tap", None), "status", {}),
     }
 
 

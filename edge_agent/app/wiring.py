@@ -9,32 +9,30 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import SecretStr
-
 from edge_agent.app import model_kinds as kinds
+from edge_agent.app.mqtt_wiring import topics_for
+from edge_agent.app.source_wiring import build_source
 from edge_agent.config import settings as cfg
 from edge_agent.config.kinds import CAMERA_KINDS
 from edge_agent.errors import ConfigError, EdgeAgentError, ModelError
 from edge_agent.model.labels import align_labels, read_labels
 from edge_agent.model.runtime import Model, default_threads
-from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, plan_threads
+from edge_agent.model.sizing import SMALL_MODEL_BYTES, ThreadPlan, core_budget, plan_threads
 from edge_agent.mqtt.emitter import Delivery, Emitter
 from edge_agent.mqtt.outbox import NewEvent, Outbox
-from edge_agent.mqtt.payloads import ModelInfo, Topics
-from edge_agent.mqtt.publisher import MqttOptions
+from edge_agent.mqtt.payloads import ModelInfo
 from edge_agent.mqtt.sink import MessageSink
+from edge_agent.pipeline.autosize import WorkerOptions
 from edge_agent.pipeline.drift import DriftMonitor
 from edge_agent.pipeline.policy import ClassificationPolicy, Policy, ThresholdPolicy
 from edge_agent.pipeline.runner import DriftWatch, ImageOptions, Pipeline
 from edge_agent.sources.base import Source
 from edge_agent.update.protocols import Opener
 from edge_agent.update.store import ModelStore
-from edge_agent.util.tls import MqttTls, read_secret
 
 if TYPE_CHECKING:
     from edge_agent.pipeline.audio.listener import Listener
     from edge_agent.pipeline.listening import ListeningPipeline
-    from edge_agent.sources.sensor.window import SlidingWindow
 
 log = logging.getLogger(__name__)
 
@@ -42,66 +40,40 @@ ENCRYPTED_SUFFIX = ".enc"  # `edge-agent model encrypt` writes MODEL.enc
 MODEL_KEY = "pipelines.{}.model"
 
 
-def topics_for(settings: cfg.Settings) -> Topics:
-    return Topics(settings.mqtt.prefix, settings.device_id)
-
-
-def mqtt_options(settings: cfg.Settings) -> MqttOptions:
-    m = settings.mqtt
-    return MqttOptions(
-        host=m.host,
-        port=m.port,
-        client_id=m.client_id or settings.device_id,
-        topics=topics_for(settings),
-        protocol=m.protocol,
-        keepalive=m.keepalive,
-        username=m.username,
-        password=mqtt_password(m),
-        tls=mqtt_tls(m.tls),
-        reconnect_min=m.reconnect_min,
-        reconnect_max=m.reconnect_max,
-        max_inflight=settings.outbox.inflight,
-        first_retry_window=min(m.first_retry_window, m.reconnect_max),
-        will_delay=m.will_delay,
-    )
-
-
-def mqtt_password(m: cfg.MqttSettings) -> str | None:
-    """`password`, or the content of `password_file` (read once, at start-up)."""
-    if m.password_file is not None:
-        return read_secret(m.password_file, key="mqtt.password_file")
-    return _secret(m.password)
-
-
-def mqtt_tls(t: cfg.MqttTlsSettings | None) -> MqttTls | None:
-    if t is None:
-        return None
-    return MqttTls(
-        ca_file=_path(t.ca_file),
-        cert_file=_path(t.cert_file),
-        key_file=_path(t.key_file),
-        insecure=t.insecure,
-        alpn=tuple(t.alpn),
-        min_version=t.min_version,
-    )
-
-
-def _path(value: Path | None) -> str | None:
-    return None if value is None else str(value)
-
-
 def thread_plan(settings: cfg.Settings, p: cfg.PipelineSettings, model: Path | bytes) -> ThreadPlan:
-    """The pipeline's interpreter and decoder threads (sizing.py says why)."""
+    """The threads a pipeline's model is loaded with, and its decoders. A camera
+    pipeline on auto starts on one thread and one decoder and sizes itself from
+    measurements (edge_agent/pipeline/autosize.py); a sensor pipeline's model is
+    sized by its file size (sizing.py says why)."""
+    if is_camera(p):
+        return ThreadPlan(settings.runtime.num_threads or 1, p.image.decoders or 1)
     try:
         size = len(model) if isinstance(model, bytes) else model.stat().st_size
     except OSError:
         size = SMALL_MODEL_BYTES  # Model.load will say what is wrong with the file
     return plan_threads(
         default_threads(),
-        camera=is_camera(p),
+        camera=False,
         model_bytes=size,
         interpreter=settings.runtime.num_threads,
         decoders=p.image.decoders,
+    )
+
+
+def worker_options(settings: cfg.Settings, p: cfg.PipelineSettings) -> WorkerOptions | None:
+    """A camera pipeline's interpreter workers; None when everything is configured
+    and there is one worker (the pipeline's own thread runs the model). Camera
+    pipelines split the board's cores between them."""
+    rt, image = settings.runtime, p.image
+    workers = image.workers or (1 if rt.delegate else 0)  # one accelerator, one interpreter
+    if not is_camera(p) or (workers == 1 and rt.num_threads and image.decoders):
+        return None
+    cameras = sum(is_camera(q) for q in settings.pipelines)
+    return WorkerOptions(
+        workers=workers,
+        threads=rt.num_threads,
+        decoders=image.decoders,
+        budget=core_budget(default_threads(), cameras),
     )
 
 
@@ -203,7 +175,13 @@ def build_pipeline(
     model, info, labels = load_model(settings, p, store, keys)
     decoders = thread_plan(settings, p, p.model).decoders
     image = (
-        ImageOptions(p.image.resize, p.image.draft, p.image.max_pixels, decoders)
+        ImageOptions(
+            p.image.resize,
+            p.image.draft,
+            p.image.max_pixels,
+            decoders,
+            crew=worker_options(settings, p),
+        )
         if is_camera(p)
         else None
     )
@@ -461,143 +439,3 @@ def build_drift(d: cfg.DriftSettings, model: Model) -> DriftWatch | None:
         classes=classes or None,
     )
     return DriftWatch(monitor, every=d.sample_every, classes=classes)
-
-
-def build_window(w: cfg.WindowSettings) -> SlidingWindow:
-    from edge_agent.sources.sensor.window import SlidingWindow  # noqa: PLC0415 - see _files
-
-    return SlidingWindow(w.size, w.hop, w.channels, w.mean, w.std)
-
-
-def build_source(settings: cfg.Settings, p: cfg.PipelineSettings) -> Source:
-    builder = _SOURCE_BUILDERS[p.source.kind]
-    return builder(p.name, p.source, settings)
-
-
-def _secret(value: SecretStr | None) -> str | None:
-    return value.get_secret_value() if value else None
-
-
-# Each builder imports its source's module: a camera device never loads the sensor
-# sources (0.6 MB resident), a sensor device never loads the camera ones (1.2 MB).
-
-
-def _files(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera.files import FilesSource  # noqa: PLC0415
-
-    return FilesSource(name, pattern=s.pattern, loop=s.loop, fps=s.fps)
-
-
-def _dir(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera.directory import DirectorySource  # noqa: PLC0415
-
-    return DirectorySource(
-        name,
-        path=s.path,
-        pattern=s.pattern,
-        delete_after=s.delete_after,
-        fps=s.fps,
-        poll_interval=s.poll_interval,
-        settle=s.settle,
-        incomplete_timeout=s.incomplete_timeout,
-    )
-
-
-def _http(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera.http import HttpSnapshotSource  # noqa: PLC0415
-
-    return HttpSnapshotSource(
-        name,
-        url=s.url,
-        fps=s.fps,
-        timeout=s.timeout,
-        username=s.username,
-        password=_secret(s.password),
-    )
-
-
-def _mjpeg(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera.mjpeg import MjpegSource  # noqa: PLC0415
-
-    return MjpegSource(name, url=s.url, timeout=s.timeout, fps=s.fps)
-
-
-def _command(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.camera.command import CommandSource  # noqa: PLC0415
-
-    return CommandSource(name, command=s.command, fps=s.fps)
-
-
-def _lines(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor.lines import LinesSource  # noqa: PLC0415
-
-    return LinesSource(
-        name,
-        path=s.path,
-        window=build_window(s.window),
-        channels=s.window.channels,
-        fields=s.fields,
-        follow=s.follow,
-        rate=s.rate,
-    )
-
-
-def _iio(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor.iio import IioSource  # noqa: PLC0415
-
-    return IioSource(
-        name,
-        device=s.device,
-        channels=s.channels,
-        window=build_window(s.window),
-        rate=s.rate,
-        root=s.root,
-    )
-
-
-def _mqtt(name: str, s: Any, settings: cfg.Settings) -> Source:
-    from edge_agent.sources.sensor.mqtt import MqttSensorSource  # noqa: PLC0415
-
-    m = settings.mqtt
-    return MqttSensorSource(
-        name,
-        host=s.host or m.host,
-        port=s.port or m.port,
-        topic=s.topic,
-        fields=s.fields,
-        window=build_window(s.window),
-        username=m.username,
-        password=mqtt_password(m),
-        client_id=f"{settings.device_id}-{name}",
-        tls=mqtt_tls(m.tls),
-    )
-
-
-def _audio(name: str, s: Any, _: cfg.Settings) -> Source:
-    from edge_agent.sources.audio.streams import CommandPcmSource, WavFilesSource  # noqa: PLC0415
-
-    if s.pattern is not None:
-        return WavFilesSource(
-            name,
-            pattern=s.pattern,
-            rate=s.rate,
-            loop=s.loop,
-            realtime=s.realtime,
-            chunk_ms=s.chunk_ms,
-        )
-    return CommandPcmSource(
-        name, command=s.command, rate=s.rate, chunk_ms=s.chunk_ms, queue_chunks=s.queue_chunks
-    )
-
-
-_SOURCE_BUILDERS: dict[str, Callable[[str, Any, cfg.Settings], Source]] = {
-    "files": _files,
-    "dir": _dir,
-    "http": _http,
-    "mjpeg": _mjpeg,
-    "command": _command,
-    "lines": _lines,
-    "iio": _iio,
-    "mqtt": _mqtt,
-    "audio": _audio,
-}

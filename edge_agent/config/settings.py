@@ -15,33 +15,62 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     StringConstraints,
     ValidationError,
-    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from edge_agent.config.base import DAY, Qos, Strict
+from edge_agent.config.inputs import (
+    AudioSourceSettings,
+    CameraSource,
+    SensorSource,
+    WindowSettings,
+)
 from edge_agent.config.kinds import SOURCE_KINDS
+from edge_agent.config.loop import (
+    SamplesSettings,
+)
+from edge_agent.config.pipelines import AudioSettings, DriftSettings, ModelKind, PipelineSettings
+from edge_agent.config.policies import (
+    ClassificationPolicySettings,
+    DetectionPolicySettings,
+    ThresholdPolicySettings,
+    WakeWordPolicySettings,
+)
 from edge_agent.config.sources import ENV_PREFIX, Origin, loading_sources, reading
-from edge_agent.config.zones import parse_lines, parse_zones
 from edge_agent.errors import ConfigError
 
-# An int in 0..2 rather than Literal[0, 1, 2]: an EDGE_AGENT_* variable arrives as a
-# string, which pydantic converts to an int but never to a literal.
-Qos = Annotated[int, Field(ge=0, le=2)]
-DAY = 86_400.0
+# The whole configuration model, as the rest of the package reads it (`cfg.X`);
+# the tables are defined in base, inputs, policies and pipelines.
+__all__ = [
+    "AudioSettings",
+    "AudioSourceSettings",
+    "CameraSource",
+    "ClassificationPolicySettings",
+    "DetectionPolicySettings",
+    "DriftSettings",
+    "FleetSettings",
+    "ModelKind",
+    "MqttSettings",
+    "MqttTlsSettings",
+    "PipelineSettings",
+    "SensorSource",
+    "Settings",
+    "ThresholdPolicySettings",
+    "UpdateSettings",
+    "WakeWordPolicySettings",
+    "WindowSettings",
+    "changed_keys",
+    "json_schema",
+    "load_settings",
+    "redacted",
+]
 FleetTagValue = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-
-
-class Strict(BaseModel):
-    # No NaN or infinity anywhere: `threshold = nan` is refused at its own key.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MqttTlsSettings(Strict):
@@ -244,353 +273,11 @@ class RuntimeSettings(Strict):
         0,
         ge=0,
         le=256,
-        description="interpreter threads; 0 = auto: 1 for models under 1 MB, else the cores "
-        "left by a camera pipeline's decoders (all cores for a sensor pipeline)",
+        description="interpreter threads (per worker in a camera pipeline); 0 = auto: a camera "
+        "pipeline measures its model at start (see image.workers); a sensor pipeline gets 1 "
+        "for models under 1 MB, else every core",
     )
     delegate: str | None = Field(None, description="delegate library, e.g. libedgetpu.so.1")
-
-
-class FilesSourceSettings(Strict):
-    kind: Literal["files"]
-    pattern: str = Field(description="glob of image files, read in sorted order")
-    loop: bool = False
-    fps: float = Field(0.0, ge=0, le=1000)
-
-
-class DirSourceSettings(Strict):
-    kind: Literal["dir"]
-    path: str
-    pattern: str = "*.jpg"
-    delete_after: bool = False
-    fps: float = Field(0.0, ge=0, le=1000)
-    poll_interval: float = Field(0.5, gt=0, le=3600)
-    settle: float = Field(
-        1.0, gt=0, le=3600, description="seconds a file's size and mtime must hold still"
-    )
-    incomplete_timeout: float = Field(
-        30.0, gt=0, le=86_400, description="seconds to wait for a cut-short image to be finished"
-    )
-
-
-class HttpSourceSettings(Strict):
-    kind: Literal["http"]
-    url: str = Field(pattern=r"^https?://")
-    fps: float = Field(1.0, gt=0, le=1000)
-    timeout: float = Field(5.0, gt=0, le=3600, description="seconds for the whole snapshot")
-    username: str | None = None
-    password: SecretStr | None = None
-
-
-class MjpegSourceSettings(Strict):
-    kind: Literal["mjpeg"]
-    url: str = Field(pattern=r"^https?://")
-    fps: float = Field(0.0, ge=0, le=1000)
-    timeout: float = Field(10.0, gt=0, le=3600)
-
-
-class CommandSourceSettings(Strict):
-    kind: Literal["command"]
-    command: list[str] = Field(min_length=1)
-    fps: float = Field(0.0, ge=0, le=1000)
-
-
-class WindowSettings(Strict):
-    size: int = Field(ge=1, le=1_000_000, description="samples per window")
-    hop: int = Field(ge=1, le=1_000_000, description="samples between window starts")
-    channels: int = Field(ge=1, le=4096)
-    mean: list[float] | None = None
-    std: list[float] | None = None
-
-    @model_validator(mode="after")
-    def _lengths(self) -> WindowSettings:
-        for name in ("mean", "std"):
-            values = getattr(self, name)
-            if values is not None and len(values) != self.channels:
-                raise ValueError(f"{name} needs {self.channels} values, one per channel")
-        if self.std is not None and min(self.std) <= 0:
-            raise ValueError("std values must be > 0")
-        return self
-
-
-class LinesSourceSettings(Strict):
-    kind: Literal["lines"]
-    path: str = Field(description='file, FIFO, serial device, or "-" for stdin')
-    fields: list[str] | None = Field(None, description="JSON keys, for JSON lines")
-    follow: bool = False
-    rate: float = Field(
-        0.0, ge=0, le=10_000_000, description="replay pacing, samples/s; 0 = as read"
-    )
-    window: WindowSettings
-
-
-class IioSourceSettings(Strict):
-    kind: Literal["iio"]
-    device: str = Field(description="e.g. iio:device0")
-    channels: list[str] = Field(min_length=1, description="e.g. in_accel_x")
-    rate: float = Field(gt=0, le=10_000_000, description="samples per second")
-    root: str = "/sys/bus/iio/devices"
-    window: WindowSettings
-
-
-class MqttSourceSettings(Strict):
-    kind: Literal["mqtt"]
-    topic: str
-    fields: list[str] = Field(min_length=1)
-    host: str | None = Field(None, description="default: the agent's broker")
-    port: int | None = Field(None, ge=1, le=65535)
-    window: WindowSettings
-
-
-class AudioSourceSettings(Strict):
-    """Mono 16-bit PCM: WAV files (replay, tests) or a command's stdout (a microphone)."""
-
-    kind: Literal["audio"]
-    pattern: str | None = Field(None, description="glob of WAV files, read in sorted order")
-    command: list[str] | None = Field(
-        None,
-        min_length=1,
-        description="raw S16_LE mono PCM on stdout, e.g. "
-        '["arecord", "-D", "plughw:1,0", "-f", "S16_LE", "-r", "16000", "-c", "1", "-t", "raw"]',
-    )
-    rate: int = Field(16000, ge=8000, le=192_000, description="samples per second")
-    loop: bool = Field(False, description="pattern: start over after the last file")
-    realtime: bool = Field(False, description="pattern: pace the files as if recorded live")
-    chunk_ms: int = Field(
-        100, ge=10, le=10_000, multiple_of=10, description="audio per chunk, milliseconds"
-    )
-    queue_chunks: int = Field(
-        50, ge=1, le=100_000, description="command: chunks kept for a slow pipeline at most"
-    )
-
-    @model_validator(mode="after")
-    def _one_input(self) -> AudioSourceSettings:
-        if (self.pattern is None) == (self.command is None):
-            raise ValueError("give exactly one of pattern (WAV files) or command (raw PCM)")
-        if self.command is not None and (self.loop or self.realtime):
-            raise ValueError("loop and realtime apply to WAV files (pattern), not a command")
-        return self
-
-
-CameraSource = (
-    FilesSourceSettings
-    | DirSourceSettings
-    | HttpSourceSettings
-    | MjpegSourceSettings
-    | CommandSourceSettings
-)
-SensorSource = LinesSourceSettings | IioSourceSettings | MqttSourceSettings
-SourceSettings = Annotated[
-    CameraSource | SensorSource | AudioSourceSettings, Field(discriminator="kind")
-]
-
-
-class ImageSettings(Strict):
-    resize: Literal["stretch", "crop", "letterbox"] | None = Field(
-        None, description="default: letterbox for YOLO detectors, else stretch"
-    )
-    draft: bool = Field(True, description="JPEG reduced-scale decoding for large frames")
-    max_pixels: int = Field(40_000_000, ge=1, le=1_000_000_000)
-    decoders: int = Field(
-        0,
-        ge=0,
-        le=8,
-        description="threads decoding frames ahead of the model; 0 = auto: 1 per 4 cores, "
-        "at least 1",
-    )
-
-
-class DecisionTiming(Strict):
-    smoothing: int = Field(1, ge=1, le=10_000, description="average over the last K results")
-    debounce: int = Field(1, ge=1, le=10_000, description="results a new state must persist for")
-    heartbeat: float = Field(
-        0.0, ge=0, le=30 * DAY, description="re-publish the state every N s; 0 = off"
-    )
-    min_interval: float = Field(
-        0.0, ge=0, le=DAY, description="seconds between two events at least"
-    )
-
-
-class ClassificationPolicySettings(DecisionTiming):
-    kind: Literal["classification"]
-    threshold: float = Field(0.5, ge=0, le=1)
-    off_threshold: float | None = Field(None, ge=0, le=1)
-    states: dict[str, str] | None = Field(None, description="label -> state; default: label")
-    default_state: str = "none"
-
-
-class ThresholdPolicySettings(DecisionTiming):
-    kind: Literal["threshold"]
-    index: int = Field(0, ge=0, le=1_000_000, description="which output value (or class score)")
-    on_threshold: float = 0.5
-    off_threshold: float | None = None
-    on_state: str = "on"
-    off_state: str = "off"
-
-
-Fraction = Annotated[float, Field(ge=0, le=1)]
-Point = tuple[Fraction, Fraction]
-
-
-class LineSettings(Strict):
-    """A counting line: two points; `in` is a crossing from left to right of A->B."""
-
-    points: list[Point] = Field(min_length=2, max_length=2, description="[[x1, y1], [x2, y2]]")
-    directions: tuple[str, str] = Field(("in", "out"), description="left->right, right->left")
-    margin: float = Field(0.02, ge=0, lt=0.5, description="dead band around the line")
-
-
-class DetectionPolicySettings(Strict):
-    """Counts per (zone, label), zone entries/exits and line crossings
-    (edge_agent/pipeline/detection/policy.py)."""
-
-    kind: Literal["detection"]
-    labels: list[str] | None = Field(None, min_length=1, description="default: every label")
-    min_score: Fraction = 0.5
-    min_score_by_label: dict[str, Fraction] = Field(default_factory=dict)
-    score_hysteresis: Fraction = Field(0.0, description="a tracked object is kept this far below")
-    min_area: Fraction = Field(0.0, description="fraction of the frame")
-    max_area: Fraction = 1.0
-    debounce: int = Field(2, ge=1, le=10_000, description="frames a higher count must hold")
-    absent_frames: int = Field(5, ge=1, le=10_000, description="frames a lower count must hold")
-    absent_seconds: float = Field(0.0, ge=0, le=DAY, description="and seconds")
-    max_missed: int | None = Field(
-        None, ge=0, le=10_000, description="frames a track coasts; default absent_frames - 1"
-    )
-    min_iou: float = Field(0.3, gt=0, le=1, description="tracker: overlap that continues a track")
-    max_distance: float = Field(0.1, ge=0, le=1.5, description="tracker: else centre distance")
-    count_events: bool = Field(True, description="false: only presence changes, not counts")
-    zone_events: bool = True
-    heartbeat: float = Field(0.0, ge=0, le=30 * DAY, description="seconds; 0 = off")
-    min_interval: float = Field(0.0, ge=0, le=DAY, description="seconds between two events")
-    max_objects: int = Field(10, ge=1, le=1000, description="objects listed in one event")
-    zones: dict[str, list[Point]] = Field(
-        default_factory=dict, description="name -> polygon [[x, y], ...], normalized"
-    )
-    lines: dict[str, LineSettings] = Field(default_factory=dict)
-    iou: Fraction = Field(0.45, description="decoding: NMS overlap threshold (raw YOLO heads)")
-    max_detections: int = Field(100, ge=1, le=10_000, description="decoding: per frame")
-
-    @field_validator("zones")
-    @classmethod
-    def _zones(cls, zones: dict[str, list[Point]]) -> dict[str, list[Point]]:
-        parse_zones(zones)  # ValueError naming the zone: a bow tie, no area, a bad name
-        return zones
-
-    @field_validator("lines")
-    @classmethod
-    def _lines(cls, lines: dict[str, LineSettings]) -> dict[str, LineSettings]:
-        parse_lines({name: line.model_dump() for name, line in lines.items()})
-        return lines
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DetectionPolicySettings:
-        if self.min_area > self.max_area:
-            raise ValueError("min_area must not exceed max_area")
-        unknown = sorted(set(self.min_score_by_label) - set(self.labels or self.min_score_by_label))
-        if unknown:
-            raise ValueError(f"min_score_by_label names labels not in labels: {unknown}")
-        return self
-
-
-class WakeWordPolicySettings(Strict):
-    """microWakeWord's rule (mean of the last N probabilities >= cutoff), one event per
-    utterance; unset values come from the model's JSON manifest."""
-
-    kind: Literal["wakeword"]
-    word: str | None = Field(None, min_length=1, description="default: the manifest's")
-    probability_cutoff: float | None = Field(None, gt=0, le=1, description="default: manifest")
-    sliding_window_size: int | None = Field(None, ge=1, le=1000, description="default: manifest")
-    refractory: float = Field(
-        2.0, ge=0, le=3600, description="seconds of audio after an event without another"
-    )
-
-
-PolicySettings = Annotated[
-    ClassificationPolicySettings
-    | ThresholdPolicySettings
-    | DetectionPolicySettings
-    | WakeWordPolicySettings,
-    Field(discriminator="kind"),
-]
-
-
-class AudioSettings(Strict):
-    """The `[pipelines.audio]` table: the frontend that turns samples into features."""
-
-    frontend: Literal["micro", "logmel"] = Field(
-        "micro", description="micro: TFLite Micro frontend (microWakeWord); logmel: plain numpy"
-    )
-    channels: int = Field(40, ge=1, le=256, description="logmel only: mel channels")
-    lower_hz: float = Field(125.0, ge=0, le=96_000, description="lowest mel band edge")
-    upper_hz: float = Field(7500.0, gt=0, le=96_000, description="highest mel band edge")
-    hop: int = Field(
-        1, ge=1, le=10_000, description="window models: 10 ms feature rows between two runs"
-    )
-
-    @model_validator(mode="after")
-    def _band(self) -> AudioSettings:
-        if self.lower_hz >= self.upper_hz:
-            raise ValueError("lower_hz must be below upper_hz")
-        return self
-
-
-ModelKind = Literal["auto", "classifier", "ssd", "yolov8", "yolov5", "yolo-e2e"]
-DETECTOR_KINDS = ("ssd", "yolov8", "yolov5", "yolo-e2e")
-
-
-class DriftSettings(Strict):
-    enabled: bool = True
-    sample_every: int = Field(
-        10, ge=1, le=1_000_000, description="feed one input in N to the monitor"
-    )
-    reference_size: int = Field(
-        500, ge=10, le=1_000_000, description="inputs that form the reference"
-    )
-    window: int = Field(500, ge=10, le=1_000_000, description="recent inputs compared with it")
-    check_every: int = Field(50, ge=1, le=1_000_000, description="inputs between two comparisons")
-    threshold: float = Field(0.25, gt=0, le=100, description="PSI that raises an alert")
-    clear_threshold: float = Field(0.1, gt=0, le=100, description="PSI under which it clears")
-    confidence_drop: float = Field(0.2, gt=0, le=1, description="mean top-1 drop that alerts")
-
-    @model_validator(mode="after")
-    def _order(self) -> DriftSettings:
-        if self.clear_threshold > self.threshold:
-            raise ValueError("clear_threshold must not exceed threshold")
-        return self
-
-
-class PipelineSettings(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="used in MQTT topics")
-    model: Path
-    labels: Path | None = None
-    model_name: str | None = Field(None, description="default: the model file's stem")
-    model_version: str = "local"
-    model_kind: ModelKind = Field(
-        "auto", description="auto: recognised from the model's tensors; or name the family"
-    )
-    source: SourceSettings
-    image: ImageSettings = ImageSettings()
-    audio: AudioSettings | None = Field(None, description="audio sources: the frontend")
-    policy: PolicySettings
-    drift: DriftSettings = DriftSettings()
-    qos: Qos | None = Field(None, description="default: mqtt.qos")
-
-    @model_validator(mode="after")
-    def _parts_fit(self) -> PipelineSettings:
-        audio, kind = self.source.kind == "audio", self.policy.kind
-        if kind == "wakeword" and not audio:
-            raise ValueError("policy.kind = 'wakeword' needs an audio source")
-        if audio and kind not in ("wakeword", "classification"):
-            raise ValueError(
-                f"an audio source takes policy.kind 'wakeword' or 'classification', not {kind!r}"
-            )
-        if self.audio is not None and not audio:
-            raise ValueError("the [audio] table applies to audio sources only")
-        if kind == "detection" and self.model_kind not in ("auto", *DETECTOR_KINDS):
-            raise ValueError(f"policy.kind = 'detection' needs a detector, not {self.model_kind!r}")
-        if self.model_kind in DETECTOR_KINDS and kind != "detection":
-            raise ValueError(f"a {self.model_kind} detector needs policy.kind = 'detection'")
-        return self
 
 
 class Settings(BaseSettings):
@@ -609,6 +296,7 @@ class Settings(BaseSettings):
     fleet: FleetSettings = FleetSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    samples: SamplesSettings = SamplesSettings()
     pipelines: list[PipelineSettings] = Field(min_length=1)
 
     @classmethod

@@ -4,32 +4,34 @@
 
 In one run, on the same frames:
 
-  ceiling          `Model.infer` on a ready uint8 tensor, one thread calling it,
-                   the interpreter with the pipeline's own thread count (auto:
-                   the cores its decoders leave, see edge_agent/sizing.py):
-                   frames/s, p50/p99 latency, and the process CPU time each
-                   invoke costs (`time.process_time`); then on every core, for
-                   comparison. Ceiling and decode are measured half before and
-                   half after the pipeline and taken together: a shared
-                   machine's speed drifts by several percent over a minute
+  invoke           `Model.infer` on a ready tensor, one thread calling it, the
+                   interpreter on one thread, then on every core: frames/s, p50,
+                   and the process CPU time each invoke costs (`time.process_time`)
   decode           the pipeline's own preprocessing (`ImagePreprocessor.prepare`:
                    JPEG draft decode, RGB, resize) in a single-threaded loop:
                    CPU seconds per frame
-  CPU-bound limit  min(ceiling, cores / (CPU per invoke + CPU per decode)): what a
-                   pipeline that wastes nothing could reach on this board
+  CPU-bound limit  cores / (CPU per invoke on one thread + CPU per decode): what a
+                   pipeline that wastes nothing could reach on this board, whatever
+                   threads and interpreter workers it uses
   pipeline         a real agent in a child process (files source looping over the
-                   frames at fps 0, decode-ahead, inference, classification
-                   policy, outbox, MQTT to a throwaway mosquitto when one is
-                   installed): frames/s, capture-to-decision p50/p99, CPU%, peak RSS
+                   frames at fps 0, auto sizing (the plan and the measurements
+                   behind it are printed), decode-ahead, interpreter workers,
+                   the policy, outbox, MQTT to a throwaway mosquitto when one is
+                   installed): frames/s and its ratio to the limit, CPU%, peak RSS
+  paced            the same agent behind a live camera (a `command` source that
+                   writes the frames at 10 fps, bench_live.py): capture-to-decision
+                   p50/p99 and CPU per frame, against decode + invoke alone
 
-The measurement functions are reused by `benchmarks/perf.py`, which adds the naive
-baseline, the sensor pipeline, start-up time and bandwidth.
+The baselines are measured half before and half after the pipeline runs and taken
+together: a shared machine's speed drifts by several percent over a minute.
+The measurement functions are reused by `benchmarks/perf.py`, which adds three
+models at two frame sizes, rounds, two pipelines at once, the naive baseline, the
+sensor pipeline, start-up time and bandwidth.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import logging
 import resource
@@ -40,174 +42,27 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-from PIL import Image
 
 from edge_agent.app import wiring
 from edge_agent.app.agent import Agent
 from edge_agent.config.settings import load_settings
+from edge_agent.devtools.bench_live import PACED_FPS, paced_config
+from edge_agent.devtools.measure import (
+    DEVICE,
+    LoopStats,
+    cpu_bound_limit,
+    frame_files,
+    make_frames,
+    measure_ceiling,
+    measure_decode,
+    percentiles_ms,
+)
 from edge_agent.errors import ConfigError, EdgeAgentError
-from edge_agent.model.preprocess import ImagePreprocessor
 from edge_agent.model.runtime import Model, default_threads
 from edge_agent.model.sizing import ThreadPlan
-from edge_agent.util.percentile import percentiles
-
-FRAME_SIZE = (1280, 720)
-FRAME_COUNT = 8
-DEVICE = "bench"
-WARMUP_CALLS = 5
-
-
-# -- timing loops ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoopStats:
-    """`items` calls of one function: wall and process CPU seconds, latency percentiles."""
-
-    items: int
-    wall: float
-    cpu: float
-    p50_ms: float
-    p99_ms: float
-
-    @property
-    def rate(self) -> float:
-        return self.items / self.wall if self.wall else 0.0
-
-    @property
-    def cpu_per_item(self) -> float:
-        return self.cpu / self.items if self.items else 0.0
-
-    def plus(self, other: LoopStats) -> LoopStats:
-        """Two spans of the same loop as one (a baseline measured before and after
-        what it is compared with, on a machine whose speed drifts): totals add up,
-        percentiles are the mean of the two."""
-        return LoopStats(
-            self.items + other.items,
-            self.wall + other.wall,
-            self.cpu + other.cpu,
-            (self.p50_ms + other.p50_ms) / 2,
-            (self.p99_ms + other.p99_ms) / 2,
-        )
-
-
-def percentiles_ms(seconds: Sequence[float]) -> tuple[float, float]:
-    if not seconds:
-        return 0.0, 0.0
-    p50, p99 = percentiles(seconds, (50, 99))  # not numpy's: see edge_agent/percentile.py
-    return p50 * 1e3, p99 * 1e3
-
-
-def timed_loop(step: Callable[[int], object], seconds: float) -> LoopStats:
-    """Call `step(i)` for `seconds` of wall time, on this thread, after a short warm-up."""
-    for i in range(WARMUP_CALLS):
-        step(i)
-    calls: list[float] = []
-    clock = time.perf_counter
-    cpu0, start = time.process_time(), clock()
-    end = start + seconds
-    now = start
-    while now < end or not calls:
-        step(len(calls))
-        after = clock()
-        calls.append(after - now)
-        now = after
-    cpu = time.process_time() - cpu0
-    return LoopStats(len(calls), now - start, cpu, *percentiles_ms(calls))
-
-
-def measure_ceiling(model: Model, seconds: float) -> LoopStats:
-    """`Model.infer` on a ready tensor of the input's dtype: the model's own speed."""
-    spec = model.inputs[0]
-    tensor = np.random.default_rng(0).integers(0, 256, size=spec.shape).astype(spec.dtype)
-    return timed_loop(lambda _: model.infer(tensor), seconds)
-
-
-def measure_decode(model: Model, frames: Sequence[bytes], seconds: float) -> LoopStats:
-    """The pipeline's preprocessing of encoded frames, as a camera pipeline does it."""
-    prepare = ImagePreprocessor(model.inputs[0]).prepare
-    return timed_loop(lambda i: prepare(frames[i % len(frames)]), seconds)
-
-
-def cpu_bound_limit(ceiling: LoopStats, decode: LoopStats, cores: int) -> float:
-    """Frames/s that decode + invoke allow on `cores`, never above the ceiling."""
-    per_frame = ceiling.cpu_per_item + decode.cpu_per_item
-    return min(ceiling.rate, cores / per_frame) if per_frame else ceiling.rate
-
-
-# -- frames ------------------------------------------------------------------------------
-
-
-def synthetic_frame(seed: int, size: tuple[int, int] = FRAME_SIZE) -> Image.Image:
-    """A camera-like scene: a lit gradient, a few objects, slight blur, sensor noise."""
-    # Imported here, not at the top: the pipeline's child process (measured for
-    # its peak RSS) would otherwise carry modules the agent itself never loads.
-    from PIL import ImageDraw, ImageFilter  # noqa: PLC0415
-
-    rng = np.random.default_rng(seed)
-    width, height = size
-    shade = np.linspace(0.0, 1.0, height)[:, None, None]
-    sky, ground = rng.uniform(60, 220, 3), rng.uniform(30, 160, 3)
-    pixels = np.broadcast_to(sky * (1 - shade) + ground * shade, (height, width, 3))
-    image = Image.fromarray(pixels.astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(14):
-        x, y = rng.uniform(0, width), rng.uniform(0, height)
-        w, h = rng.uniform(40, 320, 2)
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-        shape((x, y, x + w, y + h), fill=colour)
-    blurred = np.asarray(image.filter(ImageFilter.GaussianBlur(1.2)), dtype=np.float32)
-    noisy = blurred + rng.normal(0, 5, blurred.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-
-
-def photo_variation(
-    photo: Image.Image, seed: int, size: tuple[int, int] = FRAME_SIZE
-) -> Image.Image:
-    """A crop of `photo` at the frame's aspect ratio, resized, maybe mirrored, relit."""
-    from PIL import ImageEnhance  # noqa: PLC0415 - see synthetic_frame
-
-    rng = np.random.default_rng(seed)
-    ratio = size[0] / size[1]
-    crop_w = min(photo.width, photo.height * ratio) * rng.uniform(0.8, 1.0)
-    crop_h = crop_w / ratio
-    left, top = rng.uniform(0, photo.width - crop_w), rng.uniform(0, photo.height - crop_h)
-    box = (left, top, left + crop_w, top + crop_h)
-    frame = photo.convert("RGB").resize(size, Image.Resampling.BILINEAR, box=box)
-    if rng.random() < 0.5:
-        frame = frame.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return ImageEnhance.Brightness(frame).enhance(rng.uniform(0.85, 1.15))
-
-
-def make_frames(
-    dest: Path, count: int = FRAME_COUNT, photos: Sequence[Path] = (), quality: int = 85
-) -> list[Path]:
-    """`count` 1280x720 JPEGs in `dest`: variations of `photos`, or synthetic scenes."""
-    dest.mkdir(parents=True, exist_ok=True)
-    opened = [Image.open(p) for p in photos]
-    paths = []
-    for i in range(count):
-        frame = photo_variation(opened[i % len(opened)], i) if opened else synthetic_frame(i)
-        path = dest / f"frame_{i:03d}.jpg"
-        frame.save(path, "JPEG", quality=quality)
-        paths.append(path)
-    return paths
-
-
-def frame_files(pattern: str) -> list[Path]:
-    found = sorted(Path(p) for p in glob.glob(pattern) if Path(p).is_file())
-    if not found:
-        raise ConfigError(f"--frames: no file matches {pattern!r}")
-    return found
-
-
-# -- the pipeline, in a child process ----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -224,6 +79,11 @@ class PipelineRun:
     events: int
     bytes_in: int
     bytes_out: int
+    sizing: list[dict[str, Any]] = field(default_factory=list)  # per pipeline (autosize.py)
+
+    @property
+    def cpu_per_item(self) -> float:
+        return self.cpu / self.items if self.items else 0.0
 
     @property
     def rate(self) -> float:
@@ -234,10 +94,21 @@ class PipelineRun:
         return 100.0 * self.cpu / self.wall if self.wall else 0.0
 
 
+CLASSIFY: dict[str, Any] = {"kind": "classification"}
+
+
 def camera_config(
-    model: Path, pattern: str, port: int, state_dir: Path, *, loop: bool = True
+    model: Path,
+    pattern: str,
+    port: int,
+    state_dir: Path,
+    *,
+    loop: bool = True,
+    policy: dict[str, Any] | None = None,
+    pipelines: int = 1,
 ) -> dict[str, Any]:
-    """An agent with one camera pipeline on `model` over the files `pattern` matches."""
+    """An agent with `pipelines` camera pipelines on `model`, each over the files
+    `pattern` matches."""
     return {
         "device_id": DEVICE,
         "state_dir": str(state_dir),
@@ -245,18 +116,20 @@ def camera_config(
         "mqtt": {"host": "127.0.0.1", "port": port},
         "pipelines": [
             {
-                "name": "cam",
+                "name": f"cam{i}" if i else "cam",
                 "model": str(model),
+                "model_name": f"m{i}",
                 "source": {"kind": "files", "pattern": pattern, "loop": loop, "fps": 0},
-                "policy": {"kind": "classification"},
+                "policy": policy or CLASSIFY,
             }
+            for i in range(pipelines)
         ],
     }
 
 
 def planned_threads(config: dict[str, Any]) -> ThreadPlan:
-    """The interpreter and decoder threads the agent will give the first pipeline of
-    `config`: the ceiling is measured at the pipeline's own thread count."""
+    """The threads the agent loads the first pipeline of `config` with (a camera
+    pipeline on auto sizes itself once running: see PipelineRun.sizing)."""
     settings = load_settings(None, config)
     pipeline = settings.pipelines[0]
     return wiring.thread_plan(settings, pipeline, pipeline.model)
@@ -308,25 +181,25 @@ class _Mark:
     latencies: int
 
 
-def _instrument(pipeline: Any) -> list[float]:
+def _instrument(pipeline: Any, latencies: list[float]) -> None:
     """Record, for every input the pipeline decides on, the seconds from its capture
     (the source's read) to the end of the policy's decision."""
-    latencies: list[float] = []
-    infer = pipeline._infer
+    conclude = pipeline._conclude
 
-    def timed(item: Any, tensor: Any) -> Any:
-        decision = infer(item, tensor)
+    def timed(item: Any, prepared: Any, outputs: Any) -> Any:
+        decision = conclude(item, prepared, outputs)
         latencies.append(time.time() - item.captured)
         return decision
 
-    setattr(pipeline, "_infer", timed)  # noqa: B010 - an instance hook, pipeline.py untouched
-    return latencies
+    # Instance hooks: the pipeline's code stays as it is.
+    setattr(pipeline, "_conclude", timed)  # noqa: B010
+    if pipeline._staffing is not None:  # interpreter workers call it directly
+        pipeline._staffing.crew._decide = timed
 
 
-def _mark(pipeline: Any, latencies: list[float]) -> _Mark:
-    return _Mark(
-        time.perf_counter(), time.process_time(), pipeline.stats.inferences, len(latencies)
-    )
+def _mark(pipelines: Sequence[Any], latencies: list[float]) -> _Mark:
+    items = sum(p.stats.inferences for p in pipelines)
+    return _Mark(time.perf_counter(), time.process_time(), items, len(latencies))
 
 
 def _running(pipeline: str) -> bool:
@@ -341,21 +214,31 @@ def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.01)
 
 
+def _settled(pipeline: Any) -> bool:
+    """It has inferred, and sized its workers if it sizes them."""
+    sized = pipeline._staffing is None or pipeline.sizing is not None
+    return bool(pipeline.stats.inferences > 0 and sized)
+
+
 def _measured(agent: Any, runner: threading.Thread, request: dict[str, Any]) -> dict[str, Any]:
-    pipeline = agent.pipelines[0]
-    latencies = _instrument(pipeline)
+    pipelines = agent.pipelines
+    latencies: list[float] = []
+    for pipeline in pipelines:
+        _instrument(pipeline, latencies)
     runner.start()
     if request["until_done"]:
-        begin = _mark(pipeline, latencies)
+        begin = _mark(pipelines, latencies)
         runner.join(request["timeout"])
     else:
-        _wait_for(lambda: pipeline.stats.inferences > 0, request["timeout"])
+        _wait_for(lambda: all(_settled(p) for p in pipelines), request["timeout"])
         time.sleep(request["warmup"])
-        begin = _mark(pipeline, latencies)
+        begin = _mark(pipelines, latencies)
         deadline = begin.wall + request["seconds"]
-        while time.perf_counter() < deadline and _running(pipeline.name):
-            time.sleep(0.005)  # a finite source may end early: the span ends with it
-    end = _mark(pipeline, latencies)
+        while time.perf_counter() < deadline and all(_running(p.name) for p in pipelines):
+            # A finite source may end early: the span ends with it. Not more often:
+            # this thread's CPU counts in the measurement.
+            time.sleep(0.05)
+    end = _mark(pipelines, latencies)
     p50, p99 = percentiles_ms(latencies[begin.latencies : end.latencies])
     return {
         "items": end.items - begin.items,
@@ -364,6 +247,14 @@ def _measured(agent: Any, runner: threading.Thread, request: dict[str, Any]) -> 
         "p50_ms": p50,
         "p99_ms": p99,
     }
+
+
+def sizing_dict(pipeline: Any) -> dict[str, Any]:
+    sizing = pipeline.sizing
+    if sizing is None:
+        return {"pipeline": pipeline.name, "workers": 1}
+    data: dict[str, Any] = {"pipeline": pipeline.name, "described": sizing.describe()}
+    return data | asdict(sizing.plan) | {"costs": asdict(sizing.costs) if sizing.costs else None}
 
 
 def run_child(request: dict[str, Any]) -> dict[str, Any]:
@@ -387,6 +278,7 @@ def run_child(request: dict[str, Any]) -> dict[str, Any]:
         "events": pipeline.stats.events,
         "bytes_in": source.bytes_in,
         "bytes_out": pipeline.emitter.bytes_out,
+        "sizing": [sizing_dict(p) for p in agent.pipelines],
     }
 
 
@@ -412,28 +304,133 @@ def local_broker(workdir: Path) -> Iterator[int | None]:
 
 
 @dataclass(frozen=True)
+class Baselines:
+    """The parts of a frame measured alone, each on one thread calling it."""
+
+    invoke_1: LoopStats  # Model.infer, interpreter on one thread
+    invoke_all: LoopStats  # the same on every core
+    decode: LoopStats  # ImagePreprocessor.prepare
+    cores: int
+
+    def plus(self, other: Baselines) -> Baselines:
+        return Baselines(
+            self.invoke_1.plus(other.invoke_1),
+            self.invoke_all.plus(other.invoke_all),
+            self.decode.plus(other.decode),
+            self.cores,
+        )
+
+    @property
+    def limit(self) -> float:
+        return cpu_bound_limit(self.invoke_1, self.decode, self.cores)
+
+    def invoke_at(self, threads: int) -> LoopStats:
+        """The invoke loop nearest to `threads` interpreter threads (1 or every core)."""
+        return self.invoke_1 if threads < self.cores else self.invoke_all
+
+
+def measure_baselines(model_path: Path, frames: Sequence[bytes], seconds: float) -> Baselines:
+    """Invoke on one thread and on every core, and decode, `seconds` in all."""
+    cores = default_threads()
+    one = Model.load(model_path, num_threads=1)
+    part = seconds / 3
+    invoke_1, decode = measure_ceiling(one, part), measure_decode(one, frames, part)
+    del one
+    invoke_all = measure_ceiling(Model.load(model_path, num_threads=cores), part)
+    return Baselines(invoke_1, invoke_all, decode, cores)
+
+
+def bench_policy(model_path: Path) -> dict[str, Any]:
+    """A classifier's policy for a `[1, N]` output; anything else (a detector run as a
+    plain model) gets a threshold on its first value: the bench times the model."""
+    shape = Model.load(model_path, num_threads=1).outputs[0].shape
+    if len(shape) == 2 and shape[0] == 1:
+        return CLASSIFY
+    return {"kind": "threshold", "index": 0, "on_threshold": 0.5, "off_threshold": 0.4}
+
+
+def pipeline_threads(run: PipelineRun) -> int:
+    """The first pipeline's interpreter threads per worker."""
+    return int(run.sizing[0].get("threads", 1)) if run.sizing else 1
+
+
+@dataclass(frozen=True)
+class Paced:
+    """A pipeline fed by a live camera at `fps`, against decode + invoke alone."""
+
+    run: PipelineRun
+    fps: float
+    alone_ms: float  # p50 decode + p50 invoke (at the pipeline's threads), wall
+    alone_cpu_ms: float  # CPU per decode + CPU per invoke
+
+    @classmethod
+    def against(cls, run: PipelineRun, fps: float, base: Baselines) -> Paced:
+        invoke = base.invoke_at(pipeline_threads(run))
+        return cls(
+            run,
+            fps,
+            base.decode.p50_ms + invoke.p50_ms,
+            (base.decode.cpu_per_item + invoke.cpu_per_item) * 1e3,
+        )
+
+    @property
+    def p50_ratio(self) -> float:
+        return self.run.p50_ms / self.alone_ms
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.run.p99_ms / self.alone_ms
+
+    @property
+    def cpu_ratio(self) -> float:
+        return self.run.cpu_per_item * 1e3 / self.alone_cpu_ms
+
+
+def measure_paced(
+    model_path: Path,
+    files: Sequence[Path],
+    port: int,
+    state_dir: Path,
+    *,
+    seconds: float,
+    fps: float = PACED_FPS,
+) -> PipelineRun:
+    """The pipeline behind a live camera offering `files` at `fps` (bench_live.py)."""
+    config = paced_config(
+        model_path, files, port, state_dir, policy=bench_policy(model_path), fps=fps
+    )
+    return measure_pipeline(config, warmup=1.0, seconds=seconds)
+
+
+@dataclass(frozen=True)
 class BenchReport:
     model: str
     runtime: str
     cores: int
-    threads: int  # the pipeline's interpreter threads; the ceiling is measured with these
-    decoders: int
     frames: str  # what the frames are
     broker: bool  # False: no mosquitto here, events stayed in the outbox
-    ceiling: LoopStats
-    ceiling_all_cores: LoopStats
-    decode: LoopStats
+    base: Baselines
     limit_fps: float
     pipeline: PipelineRun
+    paced: Paced
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["ceiling"]["fps"] = self.ceiling.rate
-        data["decode"]["cpu_ms_per_frame"] = self.decode.cpu_per_item * 1e3
-        data["ceiling"]["cpu_ms_per_invoke"] = self.ceiling.cpu_per_item * 1e3
+        b = self.base
+        data["base"]["invoke_1"] |= {
+            "fps": b.invoke_1.rate,
+            "cpu_ms": b.invoke_1.cpu_per_item * 1e3,
+        }
+        data["base"]["invoke_all"] |= {
+            "fps": b.invoke_all.rate,
+            "cpu_ms": b.invoke_all.cpu_per_item * 1e3,
+        }
+        data["base"]["decode"] |= {"cpu_ms": b.decode.cpu_per_item * 1e3}
         data["pipeline"] |= {"fps": self.pipeline.rate, "cpu_percent": self.pipeline.cpu_percent}
         data["pipeline_vs_limit"] = self.pipeline.rate / self.limit_fps
-        data["pipeline_vs_ceiling"] = self.pipeline.rate / self.ceiling.rate
+        p = self.paced
+        data["paced"] |= {"p50_ratio": p.p50_ratio, "p99_ratio": p.p99_ratio}
+        data["paced"] |= {"cpu_ratio": p.cpu_ratio, "cpu_ms_per_frame": p.run.cpu_per_item * 1e3}
         return data
 
 
@@ -446,68 +443,67 @@ def bundled_model() -> Path:
 
 
 def run_bench(model_path: Path, pattern: str, seconds: float, workdir: Path) -> BenchReport:
-    """Ceiling, decode and the CPU-bound limit in this process, half before and half
-    after the pipeline (a child process over the files `pattern` matches), taken
-    together. The ceiling is at the pipeline's interpreter thread count, and once
-    more at all cores for comparison."""
+    """Baselines (invoke on one thread and on every core, decode) half before and half
+    after the two pipeline runs (full speed over the files `pattern` matches, then a
+    live camera at 10 fps), taken together: a shared machine's speed drifts."""
     from edge_agent.devtools.localbroker import free_port  # noqa: PLC0415 - see synthetic_frame
 
-    frames = [p.read_bytes() for p in frame_files(pattern)]
-    cores = default_threads()
-    with local_broker(workdir / "broker") as port:
-        config = camera_config(model_path, pattern, port or free_port(), workdir / "state")
-        plan = planned_threads(config)
-
-        def baselines() -> tuple[str, LoopStats, LoopStats]:
-            model = Model.load(model_path, num_threads=plan.interpreter)
-            half = seconds / 2
-            return model.runtime, measure_ceiling(model, half), measure_decode(model, frames, half)
-
-        runtime, ceiling, decode = baselines()
-        all_cores = measure_ceiling(Model.load(model_path, num_threads=cores), seconds / 2)
+    files = frame_files(pattern)
+    frames = [p.read_bytes() for p in files]
+    policy = bench_policy(model_path)
+    with local_broker(workdir / "broker") as broker:
+        port = broker or free_port()
+        config = camera_config(model_path, pattern, port, workdir / "state", policy=policy)
+        before = measure_baselines(model_path, frames, seconds / 2)
         pipeline = measure_pipeline(config, warmup=min(1.0, seconds), seconds=seconds)
-        _, ceiling_after, decode_after = baselines()
-    ceiling, decode = ceiling.plus(ceiling_after), decode.plus(decode_after)
+        paced = measure_paced(model_path, files, port, workdir / "paced", seconds=max(5.0, seconds))
+        after = measure_baselines(model_path, frames, seconds / 2)
+    base = before.plus(after)
     return BenchReport(
         model=str(model_path),
-        runtime=runtime,
-        cores=cores,
-        threads=plan.interpreter,
-        decoders=plan.decoders,
+        runtime=Model.load(model_path, num_threads=1).runtime,
+        cores=base.cores,
         frames=f"{len(frames)} files matching {pattern}",
-        broker=port is not None,
-        ceiling=ceiling,
-        ceiling_all_cores=all_cores,
-        decode=decode,
-        limit_fps=cpu_bound_limit(ceiling, decode, cores),
+        broker=broker is not None,
+        base=base,
+        limit_fps=base.limit,
         pipeline=pipeline,
+        paced=Paced.against(paced, PACED_FPS, base),
     )
 
 
 def print_report(report: BenchReport) -> None:
-    c, d, p = report.ceiling, report.decode, report.pipeline
-    cpu_invoke, cpu_decode = c.cpu_per_item * 1e3, d.cpu_per_item * 1e3
-    threads = f"{report.threads} interpreter thread{'s' if report.threads > 1 else ''}"
+    b, p, q = report.base, report.pipeline, report.paced
+    cpu_invoke, cpu_decode = b.invoke_1.cpu_per_item * 1e3, b.decode.cpu_per_item * 1e3
     print(f"model {report.model} ({report.runtime}, {report.cores} cores)")
     print(f"frames: {report.frames}")
-    print(f"pipeline threads: {threads}, {report.decoders} decoding ahead")
-    print(f"  {'ceiling: infer on a ready tensor':<36}{c.rate:8.1f} frames/s", end="")
-    print(f"   p50 {c.p50_ms:.2f} ms, p99 {c.p99_ms:.2f} ms, CPU {cpu_invoke:.2f} ms/invoke")
-    if report.threads != report.cores:
-        a = report.ceiling_all_cores
-        print(f"  {f'  the same on all {report.cores} cores':<36}{a.rate:8.1f} frames/s", end="")
-        print(f"   CPU {a.cpu_per_item * 1e3:.2f} ms/invoke")
-    print(f"  {'decode + resize, one thread':<36}{d.rate:8.1f} frames/s", end="")
-    print(f"   CPU {cpu_decode:.2f} ms/frame")
+    for sizing in p.sizing:
+        print(f"pipeline sizing: {sizing.get('described', 'configured: one interpreter')}")
+    print(f"  {'invoke, 1 thread':<36}{b.invoke_1.rate:8.1f} frames/s", end="")
+    print(f"   p50 {b.invoke_1.p50_ms:.2f} ms, CPU {cpu_invoke:.2f} ms/invoke")
+    a = b.invoke_all
+    print(f"  {f'invoke, {report.cores} threads':<36}{a.rate:8.1f} frames/s", end="")
+    print(f"   p50 {a.p50_ms:.2f} ms, CPU {a.cpu_per_item * 1e3:.2f} ms/invoke")
+    print(f"  {'decode + resize, one thread':<36}{b.decode.rate:8.1f} frames/s", end="")
+    print(f"   p50 {b.decode.p50_ms:.2f} ms, CPU {cpu_decode:.2f} ms/frame")
     print(
-        f"  {'CPU-bound limit':<36}{report.limit_fps:8.1f} frames/s   min(ceiling, "
-        f"{report.cores} / ({cpu_invoke:.2f} + {cpu_decode:.2f} ms))"
+        f"  {'CPU-bound limit':<36}{report.limit_fps:8.1f} frames/s   "
+        f"{report.cores} / ({cpu_invoke:.2f} + {cpu_decode:.2f} ms)"
     )
-    print(f"  {'camera pipeline':<36}{p.rate:8.1f} frames/s", end="")
-    print(f"   capture to decision p50 {p.p50_ms:.1f} ms, p99 {p.p99_ms:.1f} ms", end="")
-    print(f", CPU {p.cpu_percent:.0f}%, peak RSS {p.peak_rss_mb:.0f} MB")
-    print(f"  pipeline / CPU-bound limit  {p.rate / report.limit_fps:.2f}x")
-    print(f"  pipeline / ceiling          {p.rate / c.rate:.2f}x")
+    print(f"  {'camera pipeline, full speed':<36}{p.rate:8.1f} frames/s", end="")
+    print(f"   {p.rate / report.limit_fps:.2f}x the limit; CPU {p.cpu_percent:.0f}%", end="")
+    print(f", {p.cpu_per_item * 1e3:.2f} ms/frame, peak RSS {p.peak_rss_mb:.0f} MB")
+    r = q.run
+    print(f"  {f'paced, a live camera at {q.fps:.0f} fps':<36}{r.rate:8.1f} frames/s", end="")
+    print(
+        f"   capture to decision p50 {r.p50_ms:.1f} ms ({q.p50_ratio:.2f}x), "
+        f"p99 {r.p99_ms:.1f} ms ({q.p99_ratio:.2f}x) vs decode + invoke alone "
+        f"{q.alone_ms:.1f} ms"
+    )
+    print(
+        f"  {'':<36}{'':>8}            CPU {r.cpu_per_item * 1e3:.2f} ms/frame "
+        f"({q.cpu_ratio:.2f}x decode + invoke alone, {q.alone_cpu_ms:.2f} ms)"
+    )
     if not report.broker:
         print("  (mosquitto is not installed: events stayed in the outbox, nothing went to MQTT)")
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge_agent.config.zones import make_line, make_zone
-from edge_agent.devtools.bench import LoopStats, make_frames, measure_ceiling, timed_loop
+from edge_agent.devtools.measure import LoopStats, make_frames, measure_ceiling, timed_loop
 from edge_agent.model.detection.decode import DecodeOptions, Decoder
 from edge_agent.model.detection.labels import DetectionLabels
 from edge_agent.model.detection.layouts import recognise

@@ -127,11 +127,23 @@ class Model:
     """A loaded, allocated model. `infer` is its one verb; not thread-safe by design
     of the interpreters, so a lock serialises callers."""
 
-    def __init__(self, interpreter: Any, *, label: str, runtime: str, content: bytes) -> None:
+    def __init__(
+        self,
+        interpreter: Any,
+        *,
+        label: str,
+        runtime: str,
+        content: bytes,
+        num_threads: int = 1,
+        delegate: str | None = None,
+    ) -> None:
         self._interpreter = interpreter
         self._lock = threading.Lock()
+        self._content = content  # the interpreter reads from these bytes: no extra memory
         self.label = label
         self.runtime = runtime
+        self.num_threads = num_threads
+        self.delegate = delegate
         self.size = len(content)
         self.sha256 = hashlib.sha256(content).hexdigest()
         self.inputs = tuple(_spec(d, label) for d in interpreter.get_input_details())
@@ -156,11 +168,31 @@ class Model:
             raise ModelError(f"{name}: not a loadable TFLite model: {problem}")
         backend = resolve_backend(runtime)
         delegates = [_load_delegate(backend, delegate, name)] if delegate else None
+        threads = num_threads or default_threads()
         with native_chatter_filtered():
-            interpreter = _allocated(backend, content, num_threads, delegates, name)
-        model = cls(interpreter, label=name, runtime=backend.name, content=content)
+            interpreter = _allocated(backend, content, threads, delegates, name)
+        model = cls(
+            interpreter,
+            label=name,
+            runtime=backend.name,
+            content=content,
+            num_threads=threads,
+            delegate=delegate,
+        )
         log.debug("loaded %s with %s (%d bytes)", name, backend.name, model.size)
         return model
+
+    def copy(self, num_threads: int | None = None) -> Model:
+        """Another interpreter over the same model bytes (shared, not copied), with
+        `num_threads` threads (default: this one's): an interpreter runs one
+        invoke() at a time, so parallel inference needs one per worker."""
+        return Model.load(
+            self._content,
+            runtime=self.runtime,  # type: ignore[arg-type]
+            num_threads=num_threads or self.num_threads,
+            delegate=self.delegate,
+            label=self.label,
+        )
 
     def infer(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Run one inference; float inputs are quantized, outputs dequantized."""

@@ -90,6 +90,8 @@ class Emitter:
         self._seqs = SeqBlock(pipeline, reserve_seqs)
         self._delivery = delivery
         self._lock = threading.Lock()  # events are encoded on the writer's thread
+        # Told the id of every event emitted, on the pipeline's thread (feedback matching).
+        self.on_event: Callable[[str, Decision], None] | None = None
 
     @property
     def device(self) -> str:
@@ -99,6 +101,8 @@ class Emitter:
         """One decision event: stored durably (QoS >= 1) or sent now (QoS 0)."""
         topic = self.topics.event(self.pipeline)
         event_id = new_event_id()
+        if self.on_event is not None:
+            self.on_event(event_id, decision)
 
         def build(seq: int) -> bytes:
             payload = encode(

@@ -64,6 +64,12 @@ class Topics:
     def alert(self, pipeline: str) -> str:
         return f"{self.prefix}/{self.device}/{pipeline}/alert"
 
+    def shadow(self, pipeline: str) -> str:
+        return f"{self.prefix}/{self.device}/{pipeline}/shadow"
+
+    def feedback(self, pipeline: str) -> str:
+        return f"{self.prefix}/{self.device}/{pipeline}/feedback"
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -160,6 +166,65 @@ def alert_payload(
         "worst": worst,
         "details": {k: round(v, 4) for k, v in details.items()},
         "model": model.as_dict(),
+    }
+
+
+def shadow_payload(
+    *,
+    device: str,
+    pipeline: str,
+    epoch: float,
+    serving: ModelInfo,
+    shadow: ModelInfo,
+    report: dict[str, Any],
+) -> dict[str, Any]:
+    """The periodic shadow comparison (README "Shadow models"): `report` holds
+    `state`, `compared`, `agreement`, `confidence`, `latency_ms`, `errors`, ..."""
+    return {
+        "v": SCHEMA_VERSION,
+        "device": device,
+        "pipeline": pipeline,
+        "ts": utc_timestamp(epoch),
+        "serving": serving.as_dict(),
+        "shadow": shadow.as_dict(),
+        **report,
+    }
+
+
+def sample_sidecar(
+    *,
+    device: str,
+    pipeline: str,
+    epoch: float,
+    model: ModelInfo,
+    outputs: dict[str, Any],
+    decision: Decision | None,
+    state: str | None,
+    why: list[str],
+    input_name: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON kept beside a captured input (README "Sample capture")."""
+    return {
+        "v": SCHEMA_VERSION,
+        "device": device,
+        "pipeline": pipeline,
+        "ts": utc_timestamp(epoch),
+        "model": model.as_dict(),
+        "outputs": outputs,
+        "decision": None
+        if decision is None
+        else {
+            "state": decision.state,
+            "score": round(decision.score, 4),
+            "previous": decision.previous,
+            "reason": decision.reason,
+            "label": decision.label,
+        },
+        "state": state,
+        "why": why,
+        "input": input_name,
+        **(extra or {}),
     }
 
 

@@ -31,22 +31,30 @@ class DecodeAhead:
         *,
         workers: int = 2,
         name: str = "decode",
+        room: int = 0,
     ) -> None:
+        """`room`: decoded frames that may wait for the model (default: one more than
+        there are decoders)."""
         self._read = read
         self._prepare = prepare
+        self._name = name
         # Room for one frame more than there are decoders: with one decoder and room for
         # one, a slow frame left the model idle; a second ready frame absorbs it.
-        self._handoff: queue.Queue[Ready | None] = queue.Queue(maxsize=workers + 1)
+        self._handoff: queue.Queue[Ready | None] = queue.Queue(maxsize=room or workers + 1)
         self._read_lock = threading.Lock()
         self._turn = threading.Condition()
         self._issued = 0  # tickets handed to readers
         self._next = 0  # the ticket whose frame goes over next
         self._ended = False
-        self._threads = [
-            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
-            for i in range(workers)
-        ]
+        self._wanted = workers
+        self._threads = [self._thread(i) for i in range(workers)]
+        self._running = [True] * workers  # False once a thread left (resize, end, stop)
         self._stop = threading.Event()
+
+    def _thread(self, index: int) -> threading.Thread:
+        return threading.Thread(
+            target=self._work, args=(index,), name=f"{self._name}-{index}", daemon=True
+        )
 
     def start(self, stop: threading.Event) -> None:
         self._stop = stop
@@ -57,14 +65,35 @@ class DecodeAhead:
         """A decoded frame; None at the end of a finite source; raises queue.Empty."""
         return self._handoff.get(timeout=timeout)
 
+    def resize(self, workers: int) -> None:
+        """Decode on `workers` threads from now on: new ones start, extra ones stop
+        before their next read. Call after `start`."""
+        with self._read_lock:
+            self._wanted = max(1, workers)
+            for index in range(self._wanted):
+                if index < len(self._threads) and self._running[index]:
+                    continue
+                thread = self._thread(index)
+                if index < len(self._threads):
+                    self._threads[index], self._running[index] = thread, True
+                else:
+                    self._threads.append(thread)
+                    self._running.append(True)
+                thread.start()
+
+    @property
+    def workers(self) -> int:
+        return self._wanted
+
     def join(self, timeout: float) -> None:
         for thread in self._threads:
             thread.join(timeout)
 
-    def _work(self) -> None:
+    def _work(self, index: int) -> None:
         while not self._stop.is_set():
             with self._read_lock:
-                if self._ended:
+                if self._ended or index >= self._wanted:
+                    self._running[index] = False
                     return
                 try:
                     item = self._read()

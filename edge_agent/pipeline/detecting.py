@@ -69,7 +69,8 @@ class DetectionPipeline(Pipeline):
     def _install(self, model: Model, info: ModelInfo) -> None:
         # First: a refused model changes nothing.
         detector = self._make_detector(model, self._decode_options())
-        self.model, self.model_info, self.detector = model, info, detector
+        self._serve(model, info)
+        self.detector = detector
         self._image = None  # the detector prepares the frames
 
     def _prepare(self, item: Item) -> Prepared:

@@ -55,12 +55,13 @@ class ListeningPipeline(Pipeline):
             if isinstance(self._policy, WakeWordDecisions):
                 listener.policy = self._policy.wake
             self.listener = listener
-        self.model, self.model_info, self._image = model, info, None
+        self._serve(model, info)
+        self._image = None
 
     def process(self, item: Item) -> Decision | None:
         """One chunk through the listener; each decision it completes is published."""
         if not isinstance(item, Audio):
-            self.stats.input_errors += 1
+            self.stats.add(input_errors=1)
             limited.warning(f"{self.name}-input", "%s: not audio: %s", self.name, item.origin)
             return None
         heard = self._hear(item)
@@ -69,7 +70,7 @@ class ListeningPipeline(Pipeline):
             try:
                 decision = self.policy.decide(result, time.monotonic())
             except ValueError as exc:
-                self.stats.model_errors += 1
+                self.stats.add(model_errors=1)
                 limited.error(f"{self.name}-policy", "%s: unusable output: %s", self.name, exc)
                 continue
             if decision is not None:
@@ -83,7 +84,7 @@ class ListeningPipeline(Pipeline):
             try:
                 heard = self.listener.hear(item)
             except InputError as exc:
-                self.stats.input_errors += 1
+                self.stats.add(input_errors=1)
                 limited.warning(
                     f"{self.name}-input",
                     "%s: skipped audio from %s: %s",
@@ -93,11 +94,11 @@ class ListeningPipeline(Pipeline):
                 )
                 return []
             except ModelError as exc:
-                self.stats.model_errors += 1
+                self.stats.add(model_errors=1)
                 limited.error(f"{self.name}-model", "%s: %s", self.name, exc)
                 return []
             if heard:  # the cost of this chunk's frontend and inferences, per inference
                 per_call = (time.perf_counter() - start) * 1000.0 / len(heard)
                 self.stats.latencies_ms.extend([per_call] * len(heard))
-                self.stats.inferences += len(heard)
+                self.stats.add(inferences=len(heard))
             return heard

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -17,9 +17,11 @@ from edge_agent.errors import InputError, ModelError
 from edge_agent.model.runtime import Model
 from edge_agent.mqtt.emitter import Emitter
 from edge_agent.mqtt.payloads import Decision, ModelInfo, alert_payload, state_payload
+from edge_agent.pipeline.autosize import Sizing, Staffing, WorkerOptions
 from edge_agent.pipeline.decode_ahead import END, DecodeAhead
 from edge_agent.pipeline.drift import DriftMonitor, input_features
 from edge_agent.pipeline.policy import Policy
+from edge_agent.pipeline.workers import Crew
 from edge_agent.sources.base import Frame, Item, Source, SourceExhausted
 from edge_agent.util.logs import RateLimitedLog
 
@@ -38,6 +40,9 @@ class ImageOptions:
     draft: bool = True
     max_pixels: int = 40_000_000
     decoders: int = 2  # threads decoding ahead of the model
+    # Interpreter workers (workers.py), sized at start when on auto (autosize.py);
+    # None: one interpreter, on the pipeline's own thread.
+    crew: WorkerOptions | None = None
 
 
 @dataclass
@@ -50,6 +55,15 @@ class DriftWatch:
     seen: int = 0
 
 
+class Tap(Protocol):
+    """Sees every inference after its decision (sample capture, shadow, feedback);
+    must be quick and must not raise."""
+
+    def observed(
+        self, item: Item, scores: np.ndarray, decision: Decision | None, model: ModelInfo
+    ) -> None: ...
+
+
 class PipelineStats:
     """Counters for the state payload, telemetry and the demo summary."""
 
@@ -59,6 +73,13 @@ class PipelineStats:
         self.model_errors = 0
         self.events = 0
         self.latencies_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        self._lock = threading.Lock()  # interpreter workers count from several threads
+
+    def add(self, *, inferences: int = 0, input_errors: int = 0, model_errors: int = 0) -> None:
+        with self._lock:
+            self.inferences += inferences
+            self.input_errors += input_errors
+            self.model_errors += model_errors
 
 
 class Pipeline:
@@ -87,8 +108,14 @@ class Pipeline:
         self._on_progress = on_progress
         self._drift = drift
         self._since: float | None = None
+        self.tap: Tap | None = None  # set by the composition root when the loop is on
         self._swap_lock = threading.Lock()
+        self._staffing: Staffing | None = None
+        self._model: Model | None = None
         self._install(model, model_info)
+        self._staffing = self._staff(model, image.crew if image is not None else None)
+        if self._staffing is not None:
+            self._model = None  # the workers hold the models: `model` is the first one's
 
     def _install(self, model: Model, info: ModelInfo) -> None:
         """Make `model` the one serving (subclasses build what reads its outputs here)."""
@@ -103,17 +130,63 @@ class Pipeline:
                 draft=opts.draft,
                 max_pixels=opts.max_pixels,
             )
-        self.model, self.model_info, self._image = model, info, image
+        self._serve(model, info)
+        self._image = image
+
+    def _serve(self, model: Model, info: ModelInfo) -> None:
+        """Record the model serving; with interpreter workers they hold it."""
+        self._model = model if self._staffing is None else None
+        self.model_info = info
+
+    @property
+    def model(self) -> Model:
+        """The model serving (with interpreter workers, the first worker's)."""
+        if self._staffing is not None:
+            return self._staffing.crew.models[0]
+        assert self._model is not None
+        return self._model
+
+    def _staff(self, model: Model, options: WorkerOptions | None) -> Staffing | None:
+        if options is None:
+            return None
+        threads = options.threads or model.num_threads
+        first = model if threads == model.num_threads else model.copy(threads)
+        crew = Crew(
+            self.name,
+            [first, *(first.copy() for _ in range((options.workers or 1) - 1))],
+            invoke=self._invoke,
+            decide=self._conclude,
+            failed=lambda: self.stats.add(model_errors=1),
+        )
+        return Staffing(crew, options, read=self._next_item, prepare=self._prepared)
+
+    @property
+    def crew(self) -> Crew | None:
+        """The interpreter workers; None when the pipeline's own thread runs the model."""
+        return None if self._staffing is None else self._staffing.crew
+
+    @property
+    def sizing(self) -> Sizing | None:
+        """The interpreter workers' plan and the measurements behind it, once made."""
+        return None if self._staffing is None else self._staffing.sizing
 
     def swap_model(self, model: Model, info: ModelInfo, policy: Policy | None = None) -> None:
         """Replace the model (and the policy, when new labels came with it) between
-        two inferences; no input is dropped."""
-        with self._swap_lock:
-            self._install(model, info)
-            if policy is not None:
-                self.policy = policy
-            if self._drift is not None:
-                self._drift.monitor.reset()  # a new model: learn its reference again
+        two inferences; no input is dropped. With interpreter workers, every worker
+        gets a copy of the new model."""
+
+        def apply() -> None:
+            with self._swap_lock:
+                self._install(model, info)
+                if policy is not None:
+                    self.policy = policy
+                if self._drift is not None:
+                    self._drift.monitor.reset()  # a new model: learn its reference again
+
+        if self._staffing is None:
+            apply()
+        else:
+            self._staffing.crew.swap(model, apply)
 
     def run(self, stop: threading.Event) -> None:
         log.info(
@@ -154,6 +227,10 @@ class Pipeline:
         """Cameras: decoder threads read and decode the next frames while this one
         runs the current frame through the model (see decoding.py)."""
         assert self._image_options is not None
+        if self._staffing is not None:
+            if self._staffing.run(stop):
+                self._exhausted()
+            return
         ahead = DecodeAhead(
             self._next_item,
             self._prepared,
@@ -189,47 +266,60 @@ class Pipeline:
         try:
             return self._prepare(item)
         except InputError as exc:
-            self.stats.input_errors += 1
+            self.stats.add(input_errors=1)
             limited.warning(
                 f"{self.name}-input", "%s: skipped input from %s: %s", self.name, item.origin, exc
             )
             return None
 
     def _infer(self, item: Item, prepared: Any) -> Decision | None:
-        tensor = self._tensor(prepared)
         with self._swap_lock:
-            try:
-                start = time.perf_counter()
-                outputs = self.model.infer(tensor)
-                self.stats.latencies_ms.append((time.perf_counter() - start) * 1000.0)
-                self.stats.inferences += 1
-            except InputError as exc:
-                self.stats.input_errors += 1
-                limited.warning(
-                    f"{self.name}-input",
-                    "%s: input from %s does not fit: %s",
-                    self.name,
-                    item.origin,
-                    exc,
-                )
-                return None
-            except ModelError as exc:
-                self.stats.model_errors += 1
-                limited.error(f"{self.name}-model", "%s: %s", self.name, exc)
-                return None
+            outputs = self._invoke(self.model, item, prepared)
+        return None if outputs is None else self._conclude(item, prepared, outputs)
+
+    def _invoke(self, model: Model, item: Item, prepared: Any) -> list[np.ndarray] | None:
+        return self._run_model(model, item, self._tensor(prepared))
+
+    def _run_model(self, model: Model, item: Item, tensor: np.ndarray) -> list[np.ndarray] | None:
+        """The model's outputs; None (counted, logged) when the input does not fit or
+        the interpreter fails."""
+        try:
+            start = time.perf_counter()
+            outputs = model.infer(tensor)
+            self.stats.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            self.stats.add(inferences=1)
+            return outputs
+        except InputError as exc:
+            self.stats.add(input_errors=1)
+            limited.warning(
+                f"{self.name}-input",
+                "%s: input from %s does not fit: %s",
+                self.name,
+                item.origin,
+                exc,
+            )
+        except ModelError as exc:
+            self.stats.add(model_errors=1)
+            limited.error(f"{self.name}-model", "%s: %s", self.name, exc)
+        return None
+
+    def _conclude(self, item: Item, prepared: Any, outputs: list[np.ndarray]) -> Decision | None:
+        """Drift watch, policy and publishing for one input, in input order."""
         watch = self._drift
         if watch is not None:
             watch.seen += 1
             if not watch.seen % watch.every:
-                self._watch(watch, tensor, outputs[0], item.captured)
+                self._watch(watch, self._tensor(prepared), outputs[0], item.captured)
         try:
             decision = self._decide(outputs, prepared, time.monotonic())
         except (ValueError, ModelError) as exc:
-            self.stats.model_errors += 1
+            self.stats.add(model_errors=1)
             limited.error(f"{self.name}-policy", "%s: unusable model output: %s", self.name, exc)
             return None
         if decision is not None:
             self._publish(decision, item.captured)
+        if self.tap is not None:
+            self.tap.observed(item, outputs[0], decision, self.model_info)
         return decision
 
     @property

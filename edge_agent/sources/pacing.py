@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -49,30 +48,3 @@ class Pacer:
             return False
         self.mark()
         return True
-
-
-class Backoff:
-    """Doubling delays between attempts, from `first` up to `cap` seconds. With
-    `jitter` each delay is drawn from the upper half of its step, so boards that
-    lost the same server do not all come back in the same instant."""
-
-    def __init__(self, *, first: float = 0.5, cap: float = 30.0, jitter: bool = True) -> None:
-        self._first = first
-        self._cap = cap
-        self._jitter = jitter
-        self._failures = 0
-
-    def reset(self) -> None:
-        self._failures = 0
-
-    def next(self) -> float:
-        """The delay before the next attempt; each call doubles the one after."""
-        ceiling = min(self._cap, self._first * 2.0 ** min(self._failures, 16))
-        self._failures += 1
-        if not self._jitter:
-            return ceiling
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not secrecy
-
-    def wait(self, stop: threading.Event) -> bool:
-        """Sleep the next delay; False if `stop` was set."""
-        return not stop.wait(self.next())

@@ -6,19 +6,27 @@ its broker at the same instant retries at the same instants, and every retry
 is a connect storm (mosquitto issues #2095, #2830). The full range, down to 0,
 is what spreads them; the expected delay is half the exponential one.
 
+Where a retry must not come at once (a camera command that exits immediately
+would otherwise be restarted in a tight loop), `jitter = "equal"` draws from the
+upper half of each step instead; `"none"` gives the plain doubling (a local
+device that failed: nobody else is retrying with it).
+
 `first_window` spreads the first retry after a disconnect on its own:
 `uniform(0, first_window)`. A broker restart disconnects every device in the
 same second; with N devices and a window of W seconds the broker sees about
 N / W connects per second instead of N in one. Later retries follow the full
 jitter rule from `base` again (the broker may be back by then).
 
-Pure: the random generator is a parameter, there is no clock and no sleep.
+Pure: the random generator is a parameter, and the only sleep is `wait`, on an
+event that ends it.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass
+from typing import Literal
 
 MAX_EXPONENT = 62  # 2**62 * base overflows nothing and is far beyond any cap
 
@@ -27,7 +35,8 @@ MAX_EXPONENT = 62  # 2**62 * base overflows nothing and is far beyond any cap
 class BackoffOptions:
     base: float = 1.0  # seconds: the ceiling of the first full-jitter delay
     cap: float = 60.0  # no delay is longer
-    first_window: float = 0.0  # 0: the first retry follows the full-jitter rule
+    first_window: float = 0.0  # 0: the first retry follows the jitter rule
+    jitter: Literal["full", "equal", "none"] = "full"
 
     def __post_init__(self) -> None:
         if not 0 < self.base <= self.cap:
@@ -56,7 +65,11 @@ class Backoff:
         self._attempt += 1
         if attempt == 0 and opts.first_window > 0:
             return self._rng.uniform(0.0, opts.first_window)
-        return self._rng.uniform(0.0, self.ceiling(attempt))
+        ceiling = self.ceiling(attempt)
+        if opts.jitter == "none":
+            return ceiling
+        low = ceiling / 2 if opts.jitter == "equal" else 0.0
+        return self._rng.uniform(low, ceiling)
 
     def ceiling(self, attempt: int) -> float:
         """The longest delay the `attempt`-th retry (0-based) may draw."""
@@ -65,3 +78,7 @@ class Backoff:
 
     def reset(self) -> None:
         self._attempt = 0
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Sleep the next delay; False if `stop` was set (meanwhile or before)."""
+        return not stop.wait(self.next_delay())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
 
-from edge_agent.app import wiring
+from edge_agent.app import source_wiring
 from edge_agent.config.kinds import CAMERA_KINDS, SENSOR_KINDS, SOURCE_KINDS
-from edge_agent.sources.pacing import Backoff, Pacer
+from edge_agent.sources.pacing import Pacer
+from edge_agent.util.backoff import Backoff, BackoffOptions
 
 
 class Clock:
@@ -58,24 +60,24 @@ def test_the_pacer_rejects_a_negative_or_nan_rate(value: float) -> None:
 
 
 def test_backoff_doubles_up_to_its_cap_and_resets() -> None:
-    backoff = Backoff(first=0.5, cap=3.0, jitter=False)
-    assert [backoff.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    backoff = Backoff(BackoffOptions(0.5, 3.0, jitter="none"))
+    assert [backoff.next_delay() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     backoff.reset()
-    assert backoff.next() == 0.5
+    assert backoff.next_delay() == 0.5
 
 
-def test_backoff_jitter_stays_in_the_upper_half_of_each_step() -> None:
-    backoff = Backoff(first=1.0, cap=8.0)
+def test_equal_jitter_stays_in_the_upper_half_of_each_step() -> None:
+    backoff = Backoff(BackoffOptions(1.0, 8.0, jitter="equal"), random.Random(3))
     for ceiling in (1.0, 2.0, 4.0, 8.0, 8.0):
-        assert ceiling / 2 <= backoff.next() <= ceiling
+        assert ceiling / 2 <= backoff.next_delay() <= ceiling
 
 
 def test_backoff_wait_returns_false_once_stopped() -> None:
     stop = threading.Event()
     stop.set()
-    assert not Backoff(first=5.0).wait(stop)
+    assert not Backoff(BackoffOptions(5.0, 5.0)).wait(stop)
 
 
 def test_one_list_of_kinds_and_a_builder_for_each() -> None:
     assert set(CAMERA_KINDS).isdisjoint(SENSOR_KINDS)
-    assert set(wiring._SOURCE_BUILDERS) == set(SOURCE_KINDS)
+    assert set(source_wiring._SOURCE_BUILDERS) == set(SOURCE_KINDS)

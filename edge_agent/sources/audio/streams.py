@@ -28,13 +28,16 @@ from edge_agent.errors import ConfigError, InputError, SourceError
 from edge_agent.sources.audio.wav import read_wav
 from edge_agent.sources.base import Audio, SourceExhausted, SourceStats
 from edge_agent.sources.camera.common import describe
-from edge_agent.sources.pacing import Backoff
 from edge_agent.sources.process import StderrTail, stop_process
+from edge_agent.util.backoff import Backoff, BackoffOptions
 from edge_agent.util.logs import RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT = 1.0
+# A failed camera or command is retried from 0.5 s, doubling to 30 s, never at once
+# (a command that exits immediately is not restarted in a tight loop).
+RESTART_BACKOFF = BackoffOptions(0.5, 30.0, jitter="equal")
 _READ_BYTES = 4096
 DEFAULT_CHUNK_MS = 100
 DEFAULT_QUEUE_CHUNKS = 50  # 5 s of 100 ms chunks waiting for a slow pipeline at most
@@ -209,7 +212,7 @@ class CommandPcmSource:
             self._thread.join(_JOIN_TIMEOUT)
 
     def _run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(RESTART_BACKOFF)
         while not self._stop.is_set():
             self._heard = False
             try:
@@ -224,7 +227,7 @@ class CommandPcmSource:
                 break
             if self._heard:  # it worked for a while: restart soon
                 backoff.reset()
-            delay = backoff.next()
+            delay = backoff.next_delay()
             key = f"failed:{reason.partition(':')[0]}"
             self._log.warning(key, "%s: %s; restarting in %.1f s", self.name, reason, delay)
             self.stats.add(errors=1)

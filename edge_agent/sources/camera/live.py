@@ -12,12 +12,16 @@ import time
 from edge_agent.errors import SourceError
 from edge_agent.sources.base import Frame, LatestSlot, SourceStats
 from edge_agent.sources.camera.common import describe, log_skip
-from edge_agent.sources.pacing import Backoff, Pacer
+from edge_agent.sources.pacing import Pacer
+from edge_agent.util.backoff import Backoff, BackoffOptions
 from edge_agent.util.logs import RateLimitedLog
 
 logger = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 1.0
+# A failed camera or command is retried from 0.5 s, doubling to 30 s, never at once
+# (a command that exits immediately is not restarted in a tight loop).
+RESTART_BACKOFF = BackoffOptions(0.5, 30.0, jitter="equal")
 
 
 class LiveSource:
@@ -59,7 +63,7 @@ class LiveSource:
         """Wake the reader thread from a blocking call; close() calls it."""
 
     def _run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(RESTART_BACKOFF)
         while not self._stop.is_set():
             self._progress = False
             try:
@@ -75,7 +79,7 @@ class LiveSource:
                 break
             if self._progress:
                 backoff.reset()
-            delay = backoff.next()
+            delay = backoff.next_delay()
             key = f"failed:{reason.partition(':')[0]}"
             self._log.warning(key, "%s: %s; retrying in %.1f s", self.name, reason, delay)
             self.stats.add(errors=1)  # after the log line, so who sees the count finds it

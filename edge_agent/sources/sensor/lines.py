@@ -17,11 +17,12 @@ from typing import Literal
 
 from edge_agent.errors import InputError
 from edge_agent.sources.base import Window
-from edge_agent.sources.pacing import Backoff, Pacer
+from edge_agent.sources.pacing import Pacer
 from edge_agent.sources.sensor.common import DEFAULT_QUEUE_SIZE, SensorSource, check_channels
 from edge_agent.sources.sensor.csvblock import BOM, parse_csv_block
 from edge_agent.sources.sensor.parsing import parse_line
 from edge_agent.sources.sensor.window import SlidingWindow
+from edge_agent.util.backoff import Backoff, BackoffOptions
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class LinesSource(SensorSource):
             self._finish()
 
     def _run(self) -> None:
-        backoff = Backoff(first=_BACKOFF_FIRST, cap=_BACKOFF_CAP, jitter=False)
+        backoff = Backoff(BackoffOptions(_BACKOFF_FIRST, _BACKOFF_CAP, jitter="none"))
         while not self._stop.is_set():
             source = self._open()
             if source is None:
