@@ -380,7 +380,9 @@ EOF
 build_package() {
     local log=$RUN/package.log
     mkdir -p "$RUN/src"
-    (cd "$PROJECT" && tar --exclude=__pycache__ -cf - pyproject.toml README.md edge_agent) |
+    # models/: the demo files the wheel carries (pyproject data-files), not the bench model
+    (cd "$PROJECT" && tar --exclude=__pycache__ --exclude=models/bench \
+        -cf - pyproject.toml README.md edge_agent models) |
         tar -C "$RUN/src" -xf -
     { "${PIP[@]}" wheel -q --no-deps --no-build-isolation -w "$RUN/dist" "$RUN/src" &&
       "${PIP[@]}" install -q --no-deps --target "$RUN/package" "$RUN"/dist/edge_agent-*.whl; } \
