@@ -69,7 +69,10 @@ def detector(path: Path, labels: Path, runtime_name: str) -> Detector:
 
 def counts(found: Detections) -> dict[str, int]:
     """The test's own count, independent of count_verdict."""
-    return dict(Counter(l for l, s in zip(found.labels, found.scores) if s >= MIN_SCORE))
+    kept = [
+        name for name, score in zip(found.labels, found.scores, strict=True) if score >= MIN_SCORE
+    ]
+    return dict(Counter(kept))
 
 
 def compare(serving: Detector, shadow: Detector, frames: list[Path]) -> tuple[ShadowRunner, float]:
