@@ -54,6 +54,10 @@ class StagePlan:
         want = self.models.get(name)
         return want is not None and _same(want, sha)
 
+    def serving(self, view: DeviceView) -> set[str]:
+        """The stage's models this device serves already."""
+        return {m.name for m in view.models.values() if self.matches(m.name, m.sha256)}
+
     def names(self, sha: object) -> bool:
         """Whether a model with this SHA-256 (or prefix) is one of the stage's."""
         return any(_same(want, sha) for want in self.models.values())
@@ -69,8 +73,8 @@ def _same(want: str, sha: object) -> bool:
 class ShadowTally:
     """The shadow reports of a stage's devices, about the stage's new models."""
 
-    online: int  # devices in the stage, online (or not known to be offline)
-    reporting: int  # of those and the others: devices with a comparison of a new model
+    online: int  # devices the stage moves, online (or not known to be offline)
+    reporting: int  # devices the stage moves with a comparison of a new model
     compared: int  # inputs compared, over all their reports
     agreed: float  # inputs on which the shadow agreed (agreement x compared, summed)
     dropped: tuple[str, ...] = ()  # devices whose shadow was dropped (its reason is theirs)
@@ -112,8 +116,9 @@ def shadow_tally(
     agreed = 0.0
     dropped: list[str] = []
     for view in devices.values():
-        if not plan.wants(view):
-            continue
+        wants = plan.wants(view)
+        if not wants or wants <= plan.serving(view):
+            continue  # not in the stage, or took the new models in an earlier one
         online += view.online is not False
         reports = [
             r
@@ -222,7 +227,7 @@ class StageTracker:
             self._set(outcome, "pending", None, change.ts)
 
     def _serving(self, view: DeviceView) -> set[str]:
-        return {m.name for m in view.models.values() if self.plan.matches(m.name, m.sha256)}
+        return self.plan.serving(view)
 
     def _new_model(self, view: DeviceView, change: Change) -> bool:
         model = view.models.get(change.pipeline or "")
