@@ -9,14 +9,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from edge_agent.app.supervision import Supervisor
 from edge_agent.capture.feedback import AccuracyTracker, FeedbackOptions
 from edge_agent.capture.rules import CaptureRules, RuleOptions
-from edge_agent.capture.shadow import ShadowOptions, ShadowRunner
+from edge_agent.capture.shadow import (
+    ClassifierReader,
+    ShadowOptions,
+    ShadowReader,
+    ShadowRunner,
+    Top1,
+)
 from edge_agent.capture.store import SampleStore, StoreOptions
 from edge_agent.capture.tap import Tap
 from edge_agent.capture.upload import Uploader, UploadOptions
@@ -29,6 +35,9 @@ from edge_agent.model.runtime import Model
 from edge_agent.mqtt.payloads import ModelInfo, encode, shadow_payload
 from edge_agent.pipeline.runner import Pipeline
 from edge_agent.sources.base import Frame, Item
+
+if TYPE_CHECKING:
+    from edge_agent.capture.shadow_detect import Counting, DetectionReader
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +86,10 @@ class Loop:
             "upload_failures": self.uploader.stats.failures if self.uploader else None,
             "stopped": w.stopped,
         }
+
+
+def is_detection(p: cfg.PipelineSettings) -> bool:
+    return isinstance(p.policy, cfg.DetectionPolicySettings)
 
 
 def build_loop(settings: cfg.Settings, pipelines: list[Pipeline], sink: CommandSink) -> Loop:
@@ -160,6 +173,8 @@ def build_tap(
     )
     if p.shadow is not None:
         try:
+            if is_detection(p):
+                tap.verdict = serving_counts(p, pipeline)
             tap.shadow = build_shadow(settings, p, pipeline, tap)
             loop.shadows[p.name] = tap.shadow
         except (ModelError, ConfigError) as exc:
@@ -176,10 +191,15 @@ def build_shadow(
     assert s is not None
     # One interpreter thread: the shadow must leave the cores to the serving model.
     model = Model.load(s.model, runtime=settings.runtime.runtime, num_threads=1)
-    shape = model.outputs[0].shape
-    labels = (
-        align_labels(read_labels(s.labels), int(shape[-1]), str(s.labels)) if s.labels else None
-    )
+    reader: ShadowReader
+    if is_detection(p):
+        reader = detection_reader(model, p, pipeline)
+    else:
+        shape = model.outputs[0].shape
+        labels = (
+            align_labels(read_labels(s.labels), int(shape[-1]), str(s.labels)) if s.labels else None
+        )
+        reader = ClassifierReader(shadow_input(model, p), labels)
     info = ModelInfo(s.model.stem, s.version, model.sha256)
     emitter = pipeline.emitter
 
@@ -196,14 +216,55 @@ def build_shadow(
 
     return ShadowRunner(
         model,
-        labels=labels,
-        prepare=shadow_input(model, p),
+        reader=reader,
         options=ShadowOptions(s.every, s.queue, s.report_interval),
         publish=publish,
         on_disagree=tap.on_disagree,
         name=f"{p.name} shadow",
         info=info,
     )
+
+
+def counting(p: cfg.PipelineSettings) -> Counting:
+    from edge_agent.capture.shadow_detect import Counting  # noqa: PLC0415 - Pillow
+
+    policy = p.policy
+    assert isinstance(policy, cfg.DetectionPolicySettings)
+    return Counting(policy.min_score, dict(policy.min_score_by_label))
+
+
+def serving_counts(p: cfg.PipelineSettings, pipeline: Pipeline) -> Callable[[np.ndarray], Top1]:
+    """The serving side of a detection shadow: the counts of the detections the
+    pipeline just decoded (the tap runs right after the decision, on its thread)."""
+    from edge_agent.capture.shadow_detect import count_verdict  # noqa: PLC0415 - Pillow
+    from edge_agent.pipeline.detecting import DetectionPipeline  # noqa: PLC0415
+
+    assert isinstance(pipeline, DetectionPipeline)
+    rule = counting(p)
+    return lambda _scores: count_verdict(pipeline.last_detections, rule)
+
+
+def detection_reader(model: Model, p: cfg.PipelineSettings, pipeline: Pipeline) -> DetectionReader:
+    """The shadow decodes with its own Detector (its layout, input size; its labels
+    file, else the serving one's names) and the policy's decoding options; a model
+    that is no detector is refused here (ModelError: the shadow is dropped)."""
+    from edge_agent.capture.shadow_detect import DetectionReader  # noqa: PLC0415 - Pillow
+    from edge_agent.model.detection.detector import Detector  # noqa: PLC0415
+    from edge_agent.model.detection.labels import DetectionLabels  # noqa: PLC0415
+    from edge_agent.pipeline.detecting import DetectionPipeline  # noqa: PLC0415
+
+    assert isinstance(pipeline, DetectionPipeline)
+    s = p.shadow
+    assert s is not None
+    detector = Detector(
+        model,
+        options=pipeline.detector.options,
+        resize=p.image.resize,
+        labels=DetectionLabels.read(s.labels) if s.labels else pipeline.detector.labels,
+        draft=p.image.draft,
+        max_pixels=p.image.max_pixels,
+    )
+    return DetectionReader(detector, counting(p))
 
 
 def _values(item: Item) -> np.ndarray:

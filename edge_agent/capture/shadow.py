@@ -1,7 +1,8 @@
 """A shadow model: a candidate run beside the serving one on 1 input in N, on its own
 low-priority thread behind a small queue, so it never delays a serving decision.
 Its decisions are never published; what is reported is how it compares: top-1
-agreement, mean confidence and latency of both, errors. A shadow that errors is
+agreement (for detectors: the same count per label, see shadow_detect.py), mean
+confidence and latency of both, errors. A shadow that errors is
 dropped, with the reason in its report, and the serving model never notices.
 """
 
@@ -15,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -60,6 +61,29 @@ def top1(scores: np.ndarray, labels: list[str] | None) -> Top1:
     return Top1(name, float(flat[index]))
 
 
+class ShadowReader(Protocol):
+    """How the shadow reads its own model: an input -> its input tensor and what
+    reading the outputs needs; the outputs -> a verdict comparable with the
+    serving model's (equal `label`s agree)."""
+
+    def prepare(self, item: Item) -> tuple[np.ndarray, Any]: ...
+
+    def verdict(self, outputs: list[np.ndarray], context: Any) -> Top1: ...
+
+
+class ClassifierReader:
+    """A classifier's verdict: its top-1 class, by name when it has labels."""
+
+    def __init__(self, prepare: Callable[[Item], np.ndarray], labels: list[str] | None) -> None:
+        self._prepare, self._labels = prepare, labels
+
+    def prepare(self, item: Item) -> tuple[np.ndarray, None]:
+        return self._prepare(item), None
+
+    def verdict(self, outputs: list[np.ndarray], _context: Any) -> Top1:
+        return top1(outputs[0], self._labels)
+
+
 class ShadowStats:
     def __init__(self) -> None:
         self.compared = 0
@@ -93,14 +117,16 @@ def _p50(samples: deque[float]) -> float | None:
 
 class ShadowRunner:
     """`offer` on the pipeline's thread (cheap: a counter and a non-blocking put);
-    `run` is the shadow's thread body."""
+    `run` is the shadow's thread body. A classifier shadow reads its outputs with
+    `labels` and `prepare`; any other kind brings its `reader`."""
 
     def __init__(
         self,
         model: Model,
         *,
-        labels: list[str] | None,
-        prepare: Callable[[Item], np.ndarray],
+        labels: list[str] | None = None,
+        prepare: Callable[[Item], np.ndarray] | None = None,
+        reader: ShadowReader | None = None,
         options: ShadowOptions,
         publish: Callable[[dict[str, Any]], None],
         on_disagree: Callable[[ShadowJob, Top1], None] | None = None,
@@ -113,8 +139,11 @@ class ShadowRunner:
         self.options = options
         self.stats = ShadowStats()
         self.dropped: str | None = None  # why the shadow was dropped
-        self._labels = labels
-        self._prepare = prepare
+        if reader is None:
+            if prepare is None:
+                raise TypeError("a shadow needs a reader, or prepare for a classifier")
+            reader = ClassifierReader(prepare, labels)
+        self._reader = reader
         self._publish = publish
         self._on_disagree = on_disagree
         self._queue: queue.Queue[ShadowJob] = queue.Queue(maxsize=options.queue)
@@ -161,11 +190,11 @@ class ShadowRunner:
     def compare(self, job: ShadowJob) -> None:
         """Run the shadow on the job's input and count the comparison."""
         try:
-            tensor = self._prepare(job.item)
+            tensor, context = self._reader.prepare(job.item)
             start = time.perf_counter()
-            scores = self.model.infer(tensor)[0]
+            outputs = self.model.infer(tensor)
             elapsed = (time.perf_counter() - start) * 1000.0
-            theirs = top1(scores, self._labels)
+            theirs = self._reader.verdict(outputs, context)
         except (EdgeAgentError, ValueError, IndexError) as exc:
             self._drop(f"{type(exc).__name__}: {exc}")
             return

@@ -82,8 +82,12 @@ class Tap:
         state: Callable[[], str | None] = lambda: None,
         alert: Callable[[dict[str, Any]], None] = lambda _a: None,
         clock: Callable[[], float] = time.time,
+        verdict: Callable[[np.ndarray], Top1] | None = None,
     ) -> None:
+        """`verdict` is the serving model's side of the shadow comparison, from its
+        first output (default: its top-1 class, named by `labels`)."""
         self.pipeline, self.device = pipeline, device
+        self.verdict = verdict
         self.labels = labels
         self.rules = rules if writer is not None else None
         self.writer = writer
@@ -139,7 +143,8 @@ class Tap:
                 self._capture(Seen(item, scores, decision, model), why)
         shadow = self.shadow
         if shadow is not None and shadow.due():
-            shadow.offer(ShadowJob(item, top1(scores, self.labels), self._latency()))
+            serving = self.verdict(scores) if self.verdict else top1(scores, self.labels)
+            shadow.offer(ShadowJob(item, serving, self._latency()))
 
     def _remember(self, event_id: str, seen: Seen) -> None:
         assert seen.decision is not None

@@ -80,6 +80,17 @@ def _add_rollout(actions: Any, common: argparse.ArgumentParser) -> None:
     rollout.add_argument("--settle", default="5s", **duration, help="read retained topics (5s)")
     rollout.add_argument("--expires-in", default="30d", **duration, help="manifest validity")
     rollout.add_argument("--salt", help="rollout salt (default: a new random one)")
+    rollout.add_argument(
+        "--min-shadow-agreement",
+        type=float,
+        metavar="X",
+        help="a stage goes live only if the new model, in shadow on its devices, agrees this "
+        "often (0..1) over at least --min-devices devices",
+    )
+    rollout.add_argument("--shadow-pipeline", metavar="NAME", help="its reports (default: all)")
+    rollout.add_argument(
+        "--shadow-wait", default="3m", **duration, help="gather shadow reports for up to (3m)"
+    )
     rollout.set_defaults(handler=cmd_rollout)
 
 
@@ -188,6 +199,9 @@ def cmd_rollout(args: argparse.Namespace) -> int:
         max_errors=args.max_errors,
         salt=args.salt,
         valid_for=args.expires_in,
+        min_shadow_agreement=args.min_shadow_agreement,
+        shadow_pipeline=args.shadow_pipeline,
+        shadow_wait=args.shadow_wait.total_seconds(),
     )
     history = _history(args)
     try:

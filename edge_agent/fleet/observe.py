@@ -26,7 +26,7 @@ from edge_agent.update.nudge import fleet_update_topic
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("+/status", "+/info", "+/update", "+/+/state", "+/+/alert")
+TOPICS = ("+/status", "+/info", "+/update", "+/+/state", "+/+/alert", "+/+/shadow")
 
 
 @dataclass(frozen=True)
@@ -169,5 +169,6 @@ def _copy(view: DeviceView) -> DeviceView:
             "update": dict(view.update),
             "errors": dict(view.errors),
             "alerts": dict(view.alerts),
+            "shadows": dict(view.shadows),
         }
     )

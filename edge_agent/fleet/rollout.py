@@ -9,6 +9,12 @@ failures (AWS IoT Jobs' abortConfig rule), or at the end of a stage whose
 failure rate is over `max_failure` or that got no result at all; it then
 publishes the previous manifest's models at a higher version (no percent: every
 device) and waits for the devices that took the new model to return.
+
+With `min_shadow_agreement`, a stage goes live only when the new model, run in
+shadow on the stage's devices, agrees with the serving one often enough: before
+publishing the stage it reads their periodic shadow reports (until each device
+of the stage reported or `shadow_wait`) and halts unless at least `min_devices`
+reported and their agreement, weighted by the inputs compared, reaches it.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TextIO
@@ -30,7 +36,7 @@ from edge_agent.fleet import report
 from edge_agent.fleet.history import History
 from edge_agent.fleet.observe import BrokerOptions, FleetObserver
 from edge_agent.fleet.publish import Document, Publisher, render, sign
-from edge_agent.fleet.stage import Outcome, StagePlan, StageTracker
+from edge_agent.fleet.stage import Outcome, StagePlan, StageTracker, shadow_tally
 from edge_agent.fleet.view import Change
 from edge_agent.update import keys
 
@@ -52,6 +58,9 @@ class RolloutOptions:
     salt: str | None = None  # default: a new random one, so this rollout picks its own 5%
     valid_for: timedelta = timedelta(days=30)
     poll: float = 0.2
+    min_shadow_agreement: float | None = None  # None: no shadow gate
+    shadow_pipeline: str | None = None  # None: the reports of every pipeline
+    shadow_wait: float = 180.0  # seconds to gather a stage's shadow reports
 
     def __post_init__(self) -> None:
         stages = self.stages
@@ -61,6 +70,11 @@ class RolloutOptions:
             raise ConfigError("--stages: percents must be in (0, 100]")
         if not 0 <= self.max_failure < 1:
             raise ConfigError("--max-failure: a fraction in [0, 1), e.g. 0.05")
+        gate = self.min_shadow_agreement
+        if gate is not None and not 0 <= gate <= 1:
+            raise ConfigError("--min-shadow-agreement: a fraction in [0, 1], e.g. 0.95")
+        if gate is None and self.shadow_pipeline is not None:
+            raise ConfigError("--shadow-pipeline: only with --min-shadow-agreement")
 
 
 @dataclass
@@ -70,6 +84,7 @@ class Result:
     reason: str | None
     rows: list[dict[str, object]]
     returned: dict[str, int] | None  # the return to the previous models' counts
+    gates: list[dict[str, object]] = field(default_factory=list)  # shadow tally per stage
 
 
 Clock = Callable[[], float]
@@ -99,6 +114,7 @@ class Rollout:
         self.observer = FleetObserver(broker, self._changes.put)
         self._outcomes: dict[str, tuple[int, Outcome]] = {}
         self._last_line = ""
+        self._gates: list[dict[str, object]] = []
 
     def run(self) -> Result:
         self.observer.start()
@@ -119,14 +135,41 @@ class Rollout:
             plan = StagePlan(
                 number, percent, version, self.salt, self.base.models, self.base.targets
             )
-            self._publish(plan)
-            reason = self._watch(plan, len(stages))
+            reason = self._shadow_gate(plan)
+            if reason is not None and number == 1:  # nothing published yet: nothing to undo
+                self._say(f"HALTED before stage 1 ({percent:g}%): {reason}")
+                return Result(False, number, reason, self._rows(), None, self._gates)
+            if reason is None:
+                self._publish(plan)
+                reason = self._watch(plan, len(stages))
             if reason is not None:
                 self._say(f"HALTED at stage {number} ({percent:g}%): {reason}")
                 returned = self._return(version + 1)
-                return Result(False, number, reason, self._rows(), returned)
+                return Result(False, number, reason, self._rows(), returned, self._gates)
         self._say(f"rollout complete: manifest version {version} at {stages[-1]:g}%")
-        return Result(True, None, None, self._rows(), None)
+        return Result(True, None, None, self._rows(), None, self._gates)
+
+    def _shadow_gate(self, plan: StagePlan) -> str | None:
+        """None when the stage may go live, else why not (see the module's note)."""
+        opts = self.options
+        if opts.min_shadow_agreement is None:
+            return None
+        deadline = self.clock() + opts.shadow_wait
+        while True:
+            self._drain(None)
+            tally = shadow_tally(plan, self.observer.snapshot(), opts.shadow_pipeline)
+            self._progress(
+                f"stage {plan.number}: shadow reports from {tally.reporting} of "
+                f"{tally.online} device(s)"
+            )
+            if tally.reporting >= tally.online or self.clock() >= deadline:
+                break
+            time.sleep(opts.poll)
+        self._gates.append({"stage": plan.number, **tally.as_dict()})
+        reason = tally.verdict(opts.min_shadow_agreement, opts.min_devices, opts.shadow_pipeline)
+        if reason is None:
+            self._say(f"stage {plan.number}: {tally.describe()}: going live")
+        return reason
 
     def _publish(self, plan: StagePlan) -> None:
         now = datetime.now(timezone.utc).replace(microsecond=0)

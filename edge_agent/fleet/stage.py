@@ -13,6 +13,10 @@ device computes, so it knows whom to wait for. Outcomes:
 - `offline`: offline without a result (not counted either way);
 - `skipped`: the device said it is not in the group (an older agent's rules);
 - `pending`: nothing yet.
+
+Before a stage goes live, `shadow_tally` sums the shadow reports of the devices
+the stage selects: the agreement of the new model, run in shadow beside the
+serving one, weighted by the inputs each device compared.
 """
 
 from __future__ import annotations
@@ -48,12 +52,88 @@ class StagePlan:
 
     def matches(self, name: str, sha: object) -> bool:
         want = self.models.get(name)
+        return want is not None and _same(want, sha)
+
+    def serving(self, view: DeviceView) -> set[str]:
+        """The stage's models this device serves already."""
+        return {m.name for m in view.models.values() if self.matches(m.name, m.sha256)}
+
+    def names(self, sha: object) -> bool:
+        """Whether a model with this SHA-256 (or prefix) is one of the stage's."""
+        return any(_same(want, sha) for want in self.models.values())
+
+
+def _same(want: str, sha: object) -> bool:
+    return (
+        isinstance(sha, str) and len(sha) >= 12 and (want.startswith(sha) or sha.startswith(want))
+    )
+
+
+@dataclass(frozen=True)
+class ShadowTally:
+    """The shadow reports of a stage's devices, about the stage's new models."""
+
+    online: int  # devices the stage moves, online (or not known to be offline)
+    reporting: int  # devices the stage moves with a comparison of a new model
+    compared: int  # inputs compared, over all their reports
+    agreed: float  # inputs on which the shadow agreed (agreement x compared, summed)
+    dropped: tuple[str, ...] = ()  # devices whose shadow was dropped (its reason is theirs)
+
+    @property
+    def agreement(self) -> float | None:
+        return self.agreed / self.compared if self.compared else None
+
+    def as_dict(self) -> dict[str, object]:
+        return {**vars(self), "dropped": list(self.dropped), "agreement": self.agreement}
+
+    def describe(self) -> str:
+        dropped = f"; shadow dropped on {', '.join(self.dropped)}" if self.dropped else ""
         return (
-            isinstance(sha, str)
-            and want is not None
-            and len(sha) >= 12
-            and (want.startswith(sha) or sha.startswith(want))
+            f"shadow agreement {self.agreement or 0.0:.1%} over {self.compared} compared "
+            f"input(s) on {self.reporting} device(s){dropped}"
         )
+
+    def verdict(self, gate: float, min_devices: int, pipeline: str | None) -> str | None:
+        """None when the stage may go live, else why not."""
+        where = f" on pipeline {pipeline}" if pipeline else ""
+        if self.reporting < min_devices:
+            return (
+                f"only {self.reporting} device(s) of the stage reported a shadow comparison "
+                f"of the new model{where} (need {min_devices}, --min-devices)"
+            )
+        if (self.agreement or 0.0) < gate:
+            return f"{self.describe()}{where}, below {gate:.1%}"
+        return None
+
+
+def shadow_tally(
+    plan: StagePlan, devices: Mapping[str, DeviceView], pipeline: str | None = None
+) -> ShadowTally:
+    """Sum the last report of each pipeline (or only `pipeline`) whose shadow is one of
+    the stage's models, while the serving one is not (a device that took it in an
+    earlier stage compares it with itself); a device counts once it compared something."""
+    online = reporting = compared = 0
+    agreed = 0.0
+    dropped: list[str] = []
+    for view in devices.values():
+        wants = plan.wants(view)
+        if not wants or wants <= plan.serving(view):
+            continue  # not in the stage, or took the new models in an earlier one
+        online += view.online is not False
+        reports = [
+            r
+            for p, r in view.shadows.items()
+            if (pipeline is None or p == pipeline)
+            and plan.names(r.sha256)
+            and not plan.names(r.serving)
+        ]
+        counted = [r for r in reports if r.compared and r.agreement is not None]
+        reporting += bool(counted)
+        compared += sum(r.compared for r in counted)
+        agreed += sum(r.compared * (r.agreement or 0.0) for r in counted)
+        if any(r.state == "dropped" for r in reports):
+            dropped.append(view.device)
+    return ShadowTally(online, reporting, compared, agreed, tuple(sorted(dropped)))
 
 
 @dataclass
@@ -147,7 +227,7 @@ class StageTracker:
             self._set(outcome, "pending", None, change.ts)
 
     def _serving(self, view: DeviceView) -> set[str]:
-        return {m.name for m in view.models.values() if self.plan.matches(m.name, m.sha256)}
+        return self.plan.serving(view)
 
     def _new_model(self, view: DeviceView, change: Change) -> bool:
         model = view.models.get(change.pipeline or "")

@@ -1,7 +1,7 @@
 """The fleet as its devices' MQTT topics describe it: pure, messages in, a view out.
 
 `FleetView.apply(topic, payload, now)` reads one message from the device contract
-(status, info, update, per-pipeline state and alert), updates that device's
+(status, info, update, per-pipeline state, alert and shadow report), updates that device's
 `DeviceView` and returns what changed, for the history file and for a rollout to
 react to. A payload that is not what the contract says is counted and skipped:
 one broken device must not blind the operator to the others.
@@ -29,6 +29,18 @@ class Model:
         return f"{self.name}:{self.version}"
 
 
+@dataclass(frozen=True)
+class ShadowReport:
+    """The last periodic shadow comparison of one pipeline (cumulative on the device)."""
+
+    sha256: str  # the shadow model's 12-hex prefix
+    serving: str  # the serving model's 12-hex prefix
+    compared: int
+    agreement: float | None  # None until something was compared
+    state: str  # running or dropped
+    seen: float  # when it arrived, as observed here
+
+
 @dataclass
 class DeviceView:
     device: str
@@ -45,6 +57,7 @@ class DeviceView:
     update: dict[str, Any] = field(default_factory=dict)  # the last update status payload
     errors: dict[str, int] = field(default_factory=dict)  # pipeline -> state.errors counter
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # pipeline -> open alert
+    shadows: dict[str, ShadowReport] = field(default_factory=dict)  # pipeline -> last report
     has_info: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,6 +76,7 @@ class DeviceView:
             "update": self.update,
             "errors": self.errors,
             "alerts": self.alerts,
+            "shadows": {p: vars(r) for p, r in sorted(self.shadows.items())},
         }
 
 
@@ -112,16 +126,24 @@ class FleetView:
         kind = rest[-1]
         if len(rest) == 1 and kind == "status":
             return self._status(self._device(device, now), payload, now)
-        if not payload or kind not in ("info", "update", "state", "alert"):
+        if not payload or kind not in ("info", "update", "state", "alert", "shadow"):
             return []  # an empty payload: a cleared retained topic
         view, data = self._device(device, now), _json(payload)
         if len(rest) == 1:
             if kind == "info":
                 return self._info(view, data, now)
             return self._update(view, data, now) if kind == "update" else []
+        return self._pipeline(view, rest[0], kind, data, now)
+
+    def _pipeline(
+        self, view: DeviceView, pipeline: str, kind: str, data: dict[str, Any], now: float
+    ) -> list[Change]:
         if kind == "state":
-            return self._state(view, rest[0], data, now)
-        return self._alert(view, rest[0], data, now) if kind == "alert" else []
+            return self._state(view, pipeline, data, now)
+        if kind == "shadow":
+            view.shadows[pipeline] = _shadow(data, now)
+            return []  # periodic: what a rollout's gate reads, no transition to record
+        return self._alert(view, pipeline, data, now) if kind == "alert" else []
 
     @staticmethod
     def _status(view: DeviceView, payload: bytes, now: float) -> list[Change]:
@@ -195,6 +217,17 @@ class FleetView:
                 entry["devices"] += 1
                 entry["online"] += 1 if view.online else 0
         return dict(sorted(counts.items()))
+
+
+def _shadow(report: dict[str, Any], now: float) -> ShadowReport:
+    compared, agreement = int(report["compared"]), report.get("agreement")
+    if compared < 0:
+        raise ValueError(f"compared {compared}")
+    if agreement is not None and not 0.0 <= float(agreement) <= 1.0:
+        raise ValueError(f"agreement {agreement}")
+    sha, serving = str(report["shadow"]["sha256"]), str(report["serving"]["sha256"])
+    rate = None if agreement is None else float(agreement)
+    return ShadowReport(sha, serving, compared, rate, str(report.get("state") or "running"), now)
 
 
 def _json(payload: bytes) -> dict[str, Any]:

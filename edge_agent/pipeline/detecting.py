@@ -18,6 +18,7 @@ import numpy as np
 from edge_agent.errors import InputError
 from edge_agent.model.detection.decode import DecodeOptions
 from edge_agent.model.detection.detector import Detector
+from edge_agent.model.detection.types import Detections
 from edge_agent.model.preprocess import Placement
 from edge_agent.model.runtime import Model
 from edge_agent.mqtt.payloads import Decision, ModelInfo
@@ -47,6 +48,7 @@ class DetectionPipeline(Pipeline):
         **parts: Any,
     ) -> None:
         self._make_detector = make_detector
+        self.last_detections = Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
         super().__init__(name, **parts)
 
     @property
@@ -83,7 +85,11 @@ class DetectionPipeline(Pipeline):
         return tensor
 
     def _decide(self, outputs: list[np.ndarray], prepared: Any, now: float) -> Decision | None:
-        return self.policy.decide(self.detector.decode(outputs, prepared.placement), now)
+        detections = self.detector.decode(outputs, prepared.placement)
+        # For the tap (a shadow compares counts), which sees this input next, in
+        # input order: decisions are made one at a time even with several workers.
+        self.last_detections = detections
+        return self.policy.decide(detections, now)
 
     def _state_extra(self) -> dict[str, Any] | None:
         snapshot = getattr(self.policy, "snapshot", None)
