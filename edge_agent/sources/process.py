@@ -10,6 +10,8 @@ import threading
 from contextlib import suppress
 from typing import IO
 
+from edge_agent.errors import SourceError
+
 CHUNK = 65536
 
 TERM_GRACE = 1.0  # seconds a command gets to exit on SIGTERM before SIGKILL
@@ -51,3 +53,20 @@ def stop_process(proc: subprocess.Popen[bytes], *, terminate: bool) -> int:
         with suppress(subprocess.TimeoutExpired):
             return proc.wait(TERM_GRACE)
     return proc.wait()
+
+
+def spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start a source's command: its stdout a pipe, its stderr drained by the caller
+    (StderrTail), in a session of its own so that its whole group can be stopped."""
+    try:
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise SourceError(f"cannot start {command[0]}: {reason}") from exc

@@ -28,7 +28,7 @@ from edge_agent.errors import ConfigError, InputError, SourceError
 from edge_agent.sources.audio.wav import read_wav
 from edge_agent.sources.base import Audio, SourceExhausted, SourceStats
 from edge_agent.sources.camera.common import describe
-from edge_agent.sources.process import StderrTail, stop_process
+from edge_agent.sources.process import StderrTail, spawn, stop_process
 from edge_agent.util.backoff import Backoff, BackoffOptions
 from edge_agent.util.logs import RateLimitedLog
 
@@ -252,17 +252,7 @@ class CommandPcmSource:
             raise SourceError(f"{self._command[0]} exited with {code}: last stderr line {last!r}")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        try:
-            proc = subprocess.Popen(
-                self._command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                bufsize=0,
-                start_new_session=True,  # its whole group is signalled on close
-            )
-        except OSError as exc:
-            raise SourceError(f"cannot start {self._command[0]}: {describe(exc)}") from exc
+        proc = spawn(self._command)
         with self._ready:
             self._proc = proc
         if self._stop.is_set():  # close() ran while it started

@@ -10,10 +10,10 @@ import threading
 from typing import IO
 
 from edge_agent.errors import ConfigError, SourceError
-from edge_agent.sources.camera.common import CHUNK, describe
+from edge_agent.sources.camera.common import CHUNK
 from edge_agent.sources.camera.live import JOIN_TIMEOUT, LiveSource
 from edge_agent.sources.camera.multipart import JpegSplitter
-from edge_agent.sources.process import StderrTail, signal_group, stop_process
+from edge_agent.sources.process import StderrTail, signal_group, spawn, stop_process
 
 
 class CommandSource(LiveSource):
@@ -50,17 +50,7 @@ class CommandSource(LiveSource):
         raise SourceError(f"{self._command[0]} exited with {code}: last stderr line {last!r}")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        try:
-            proc = subprocess.Popen(
-                self._command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                bufsize=0,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            raise SourceError(f"cannot start {self._command[0]}: {describe(exc)}") from exc
+        proc = spawn(self._command)
         with self._lock:
             self._proc = proc
         if self._stop.is_set():  # close() ran while it started
