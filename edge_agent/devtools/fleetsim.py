@@ -252,7 +252,7 @@ class FleetSim:
                 self._publish(device, "update", encode(report))
             if reports and reports[-1]["state"] == "installed":
                 self._publish_model(device)
-                self._loop.call_later(o.probation, self._probation_over, device)
+                self._loop.call_later(o.probation, self._probation_over, device, device.trial)
             elif reports:
                 self._publish(device, "info", encode(device.info()))
         except Exception:
@@ -260,8 +260,11 @@ class FleetSim:
         finally:
             self._busy.discard(device.device)
 
-    def _probation_over(self, device: SimDevice) -> None:
-        self._publish(device, "update", encode(device.probation_over()))
+    def _probation_over(self, device: SimDevice, trial: int) -> None:
+        verdict = device.probation_over(trial)
+        if verdict is None:
+            return  # a later install replaced this trial; its own timer judges it
+        self._publish(device, "update", encode(verdict))
         self._publish_model(device)
         if device.failing in ("errors", "drift") and self._loop is not None:
             self._loop.call_later(self.options.probation, self._misbehave, device)

@@ -3,7 +3,13 @@ code (`Fetcher`, `verify_manifest`, `in_rollout`, streamed length and hash check
 agent's order, without a model to run. Its outcome after an install is chosen
 by `fail`: None commits, "reject" fails the self-test, "rollback" fails
 probation, "errors" commits and then counts inference errors, "drift" commits
-and then raises a drift alert.
+and then raises a drift alert. A model the device served healthily before (the
+one it started with, one it committed without a fault) never fails: the simulated fault is the
+new model's, so a return to the previous model works on every device.
+
+Probation as the agent's (`update.probation`, `ModelStore.activate`): one trial
+per model at a time; an install over a model still on probation replaces its
+trial, and the rollback target stays the last model that proved healthy.
 
 `check()` runs on a worker thread (it blocks on HTTP) and returns what to
 publish; the event loop owns the MQTT side.
@@ -11,6 +17,7 @@ publish; the event loop owns the MQTT side.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,12 +54,19 @@ class SimDevice:
     etag: str | None = None
     last_modified: str | None = None
     rejected: set[str] = field(default_factory=set)
-    previous: ModelInfo | None = None  # what a rollback restores
+    previous: ModelInfo | None = None  # what a rollback restores: the last healthy model
+    trial: int = 0  # installs so far; a probation's verdict is for the latest one only
+    on_probation: bool = False
+    healthy: set[str] = field(default_factory=set)  # sha256s served healthily (never fail)
     errors: int = 0
     inferences: int = 0
     update: dict[str, Any] | None = None  # the last update status published
     polls: int = 0
     unchanged: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.healthy.add(self.model.sha256)
 
     def check(
         self, fetcher: Fetcher, url: str, keys: tuple[Ed25519PublicKey, ...]
@@ -105,24 +119,38 @@ class SimDevice:
                 sha256=entry.file.sha256,
             )
             failing = self.fail if self.fail_only in (None, entry.file.sha256) else None
+            if entry.file.sha256 in self.healthy:
+                failing = None  # the fault is a new model's, not one this device ran well
             if failing == "reject":
                 reason = "self-test: the model gives a different top-1 on the golden input"
                 raise _SelfTestFailedError(reason, _info(entry))
-            self.previous, self.model, self.failing = self.model, _info(entry), failing
+            with self._lock:  # probation_over runs on the event loop's thread
+                if not self.on_probation:  # over a model on probation: keep the healthy one
+                    self.previous = self.model
+                self.model, self.failing = _info(entry), failing
+                self.trial += 1
+                self.on_probation = True
             reports.append(self.status("installed", manifest_version=manifest.version))
         self.trusted = manifest.version
         self.salt = manifest.rollout.salt if manifest.rollout else None
         self.etag, self.last_modified = fetched.etag, fetched.last_modified
         return reports or [self.status("up_to_date", manifest_version=manifest.version)]
 
-    def probation_over(self) -> dict[str, Any]:
-        """The outcome of the probation that "installed" started."""
-        if self.failing == "rollback" and self.previous is not None:
-            failed, self.model = self.model, self.previous
-            self.rejected.add(failed.sha256)
-            self.errors += 3
-            return self.status("rolled_back", "3 inference error(s)", model=failed)
-        return self.status("committed")
+    def probation_over(self, trial: int) -> dict[str, Any] | None:
+        """The outcome of the probation that install number `trial` started; None
+        when a later install replaced that trial (its own probation judges)."""
+        with self._lock:
+            if trial != self.trial or not self.on_probation:
+                return None
+            self.on_probation = False
+            if self.failing == "rollback" and self.previous is not None:
+                failed, self.model = self.model, self.previous
+                self.rejected.add(failed.sha256)
+                self.errors += 3
+                return self.status("rolled_back", "3 inference error(s)", model=failed)
+            if self.failing is None:
+                self.healthy.add(self.model.sha256)
+            return self.status("committed")
 
     def status(
         self,
