@@ -120,6 +120,9 @@ def camera_config(
                 "model": str(model),
                 "model_name": f"m{i}",
                 "source": {"kind": "files", "pattern": pattern, "loop": loop, "fps": 0},
+                # A detector is timed as a plain model here (bench_detect times its
+                # decoding): say so, or the pipeline refuses a detector under this policy.
+                "model_kind": "classifier",
                 "policy": policy or CLASSIFY,
             }
             for i in range(pipelines)

@@ -50,6 +50,7 @@ def paced_config(
                 "name": "cam",
                 "model": str(model),
                 "source": {"kind": "command", "command": camera_command(files, fps)},
+                "model_kind": "classifier",  # a detector is timed as a plain model
                 "policy": policy,
             }
         ],
