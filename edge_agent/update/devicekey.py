@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from edge_agent.errors import ConfigError
+from edge_agent.update.keys import parse_private_pem
 
 CREDENTIAL = "edge-agent-device-key"
 KEY_FILE = "device-key.pem"
@@ -63,12 +64,7 @@ def load_device_key(
 
 
 def parse_private_key(data: bytes, where: str) -> X25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise ConfigError(f"{where}: the device key is encrypted; use an unencrypted one") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(f"{where}: not a PEM private key") from None
+    key = parse_private_pem(data, where)
     if not isinstance(key, X25519PrivateKey):
         raise ConfigError(f"{where}: a {type(key).__name__}, not an X25519 device key")
     return key

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from edge_agent.errors import ConfigError
 
@@ -76,15 +77,21 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     data = _read(path, "private key")
     if b"PUBLIC KEY-----" in data:
         raise ConfigError(f"{path}: this is a public key; signing needs the private key")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except TypeError:
-        raise ConfigError(f"{path}: the private key is encrypted; use an unencrypted one") from None
-    except (ValueError, UnsupportedAlgorithm):
-        raise ConfigError(f"{path}: not a PEM private key") from None
+    key = parse_private_pem(data, str(path))
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{path}: a {type(key).__name__}, not an Ed25519 private key")
     return key
+
+
+def parse_private_pem(data: bytes, where: str) -> PrivateKeyTypes:
+    """An unencrypted PEM private key of any type (the signing key, a device key);
+    ConfigError naming `where` when it is encrypted or not a key."""
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(f"{where}: the key is encrypted; use an unencrypted one") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(f"{where}: not a PEM private key") from None
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
